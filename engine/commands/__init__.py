@@ -1,0 +1,1 @@
+"""Subcommands of the ``corpusforge`` CLI, one module each (see ``engine.cli``)."""

@@ -1,0 +1,3 @@
+"""CPU-only evaluation: ONNX encoder, classifier head, metrics, quality, experiments."""
+
+__all__: list[str] = []
