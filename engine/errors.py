@@ -52,6 +52,7 @@ class EngineError(Exception):
         status: int | None = None,
         provider: str = "",
         request_id: str = "",
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -59,6 +60,8 @@ class EngineError(Exception):
         self.status = status
         self.provider = provider
         self.request_id = request_id
+        #: Response headers worth keeping (rate-limit ones), so the limiter can learn from errors too.
+        self.headers: dict[str, str] = dict(headers or {})
 
     def __str__(self) -> str:
         parts = []

@@ -61,9 +61,7 @@ class SimConfig:
                 raise ConfigError(f"{name} must be within 0..1, got {getattr(self, name)}")
         unknown = set(self.faults) - set(FAULT_KINDS)
         if unknown:
-            raise ConfigError(
-                f"unknown fault kind(s) {sorted(unknown)}", hint=f"use one of {', '.join(FAULT_KINDS)}"
-            )
+            raise ConfigError(f"unknown fault kind(s) {sorted(unknown)}", hint=f"use one of {', '.join(FAULT_KINDS)}")
         rates = self.fault_rates()
         if any(r < 0 for r in rates.values()) or sum(rates.values()) > 1.0 + 1e-9:
             raise ConfigError(f"fault rates must be >= 0 and sum to at most 1, got {rates}")

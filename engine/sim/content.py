@@ -42,8 +42,8 @@ class TextSource:
     """Random sentences, some of them planted near-duplicates of earlier ones.
 
     With probability ``dup_rate`` a text is an earlier text (from a bounded ring
-    of recent ones) with its last word replaced or one word appended: a one-word
-    edit at the end, the near-duplicate a MinHash filter should catch.
+    of recent ones) with its last word replaced or one word inserted before it: a
+    one-word edit at the end, the near-duplicate a MinHash filter should catch.
     """
 
     def __init__(self, rng: random.Random, *, dup_rate: float = 0.0, ring: int = 1024) -> None:
@@ -68,7 +68,7 @@ class TextSource:
         if self.rng.random() < 0.5:
             words[-1] = new if new != words[-1] else new + "s"
         else:
-            words.append(new)
+            words.insert(len(words) - 1, new)
         return " ".join(words) + "."
 
 

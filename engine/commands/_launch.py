@@ -1,0 +1,70 @@
+"""Glue shared by commands that generate: pick the provider (remote or the managed local
+server), show the live view, print the final summary."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from ..config import ProviderConfig, RateLimit, RetryPolicy, RunConfig
+from ..errors import ConfigError
+from ..generate import GenerateOptions, generate
+
+__all__ = ["print_final", "provider_context", "run_with_provider"]
+
+ProviderFactory = Callable[[str, str, str], ProviderConfig]
+
+
+@contextlib.asynccontextmanager
+async def provider_context(args: argparse.Namespace, factory: ProviderFactory, log_dir: Any) -> Any:
+    """Yield a ``ProviderConfig``: the remote one given by flags, or one for a freshly started local server."""
+    provider = args.provider or ("openai" if args.base_url else "local")
+    if provider == "openai":
+        if not args.base_url:
+            raise ConfigError("--provider openai needs --base-url", hint="e.g. --base-url https://api.openai.com/v1")
+        if not args.model:
+            raise ConfigError("no model given", hint="pass --model NAME (see GET /v1/models)")
+        yield factory(args.base_url, args.model, "openai")
+        return
+    from ..providers.local import LocalServer, LocalServerConfig
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    cfg = LocalServerConfig(log_path=log_dir / "llama-server.log")
+    print("starting the local model (llama.cpp, SmolLM2-135M-Instruct)...", file=sys.stderr, flush=True)
+    async with LocalServer(cfg) as server:
+        yield factory(server.base_url, args.model or server.model, "local")
+
+
+def _view_factory(enabled: bool) -> Callable[[Callable[[], dict[str, Any]]], contextlib.AbstractContextManager[Any]]:
+    def make(snapshot: Callable[[], dict[str, Any]]) -> contextlib.AbstractContextManager[Any]:
+        from ..ui import LiveView
+
+        return LiveView(snapshot, enabled=enabled)
+
+    return make
+
+
+async def run_with_provider(
+    args: argparse.Namespace,
+    run: RunConfig,
+    limit: RateLimit,
+    retry: RetryPolicy,
+    options: GenerateOptions,
+    factory: ProviderFactory,
+) -> dict[str, Any]:
+    async with provider_context(args, factory, options.out_dir) as provider_cfg:
+        if provider_cfg.name == "local" and limit.max_in_flight > 8:
+            # llama.cpp serves a few slots; more in flight only queues inside the server
+            limit = RateLimit(rpm=limit.rpm, tpm=limit.tpm, max_in_flight=8)
+        return await generate(
+            run, provider_cfg, limit, retry, options, view_factory=_view_factory(options.progress)
+        )
+
+
+def print_final(final: dict[str, Any], out: TextIO) -> None:
+    from ..ui import print_summary
+
+    print_summary(final, out)

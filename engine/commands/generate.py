@@ -1,0 +1,129 @@
+"""``corpusforge generate``: generate N labelled examples for a task into a run directory."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from ..errors import ConfigError
+
+NAME = "generate"
+HELP = "generate labelled examples with an LLM into a run directory"
+DESCRIPTION = """\
+Generate --n labelled examples for TASK (a built-in task name or a task YAML file)
+with an OpenAI-compatible API, balanced across labels, filtering exact and
+near-duplicates as they stream, into --out DIR (data.jsonl, rejects.jsonl,
+failures.jsonl, stats.json, manifest.json). Without --base-url the packaged local
+model (SmolLM2-135M via llama.cpp) is started and used. Rate limits are learned
+from the provider's headers when --rpm/--tpm are not given. The API key is read
+from $OPENAI_API_KEY (or the variable named by --api-key-env), never from a flag.
+A killed run continues with --resume, without losing or repeating an example."""
+
+STRATEGIES = ("zero-shot", "one-shot", "few-shot", "topic")
+
+
+def add_provider_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("provider")
+    g.add_argument("--base-url", help="OpenAI-style base URL ending in /v1; omit to use the packaged local model")
+    g.add_argument("--model", help="model name (required with --base-url)")
+    g.add_argument(
+        "--provider",
+        choices=("openai", "local"),
+        help="'local' starts the packaged llama.cpp server; default: local when no --base-url is given",
+    )
+    g.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    g.add_argument("--timeout", type=float, default=120.0, help="seconds before a request times out")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("task", metavar="TASK", help="built-in task name (see `corpusforge data list`) or a task YAML file")
+    p.add_argument("--strategy", choices=STRATEGIES, default="zero-shot", help="prompting approach")
+    p.add_argument("--n", type=int, default=100, help="examples to accept")
+    p.add_argument("--out", type=Path, required=True, help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    add_provider_arguments(p)
+    g = p.add_argument_group("limits")
+    g.add_argument("--rpm", type=float, help="requests per minute (default: learned from the provider)")
+    g.add_argument("--tpm", type=float, help="tokens per minute (default: learned from the provider)")
+    g.add_argument("--concurrency", type=int, default=64, help="most requests in flight")
+    g.add_argument("--max-attempts", type=int, default=6, help="attempts per request before it is given up")
+    g.add_argument("--max-requests", type=int, help="cap on requests (default: 4x what N needs, plus 50)")
+    g = p.add_argument_group("generation")
+    g.add_argument("--max-tokens", type=int, default=512, help="completion tokens per request")
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--top-p", type=float)
+    g.add_argument("--per-request", type=int, default=1, help="examples asked for in one request (a JSON array)")
+    g.add_argument("--shots", type=int, default=3, help="real examples per prompt for few-shot")
+    g.add_argument("--attributes", action="store_true", help="condition prompts on sampled attributes (AttrPrompt)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--no-balance", action="store_true", help="do not balance examples across labels")
+    g.add_argument("--stream", action="store_true", help="use streaming responses (SSE)")
+    g.add_argument("--no-structured", action="store_true", help="never send a response_format JSON schema")
+    g.add_argument("--data", type=Path, help="real data file (JSONL/CSV/Parquet) for tasks without packaged data")
+    g = p.add_argument_group("filtering and output")
+    g.add_argument("--dedup-threshold", type=float, help="MinHash Jaccard threshold for near-duplicates")
+    g.add_argument("--no-reference-real", action="store_true", help="do not drop copies of real training examples")
+    g.add_argument("--price-in", type=float, help="USD per 1M prompt tokens, for the cost estimate")
+    g.add_argument("--price-out", type=float, help="USD per 1M completion tokens, for the cost estimate")
+    g.add_argument("--no-progress", action="store_true", help="no live display (log lines only)")
+
+
+def api_key_from_env(var: str) -> str | None:
+    value = os.environ.get(var)
+    return value.strip() if value and value.strip() else None
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import ProviderConfig, RateLimit, RetryPolicy, RunConfig
+    from ..dedup import DedupConfig
+    from ..generate import GenerateOptions
+    from ._launch import print_final, run_with_provider
+
+    if args.n < 1:
+        raise ConfigError(f"--n must be at least 1, got {args.n}", hint="pass --n 1000")
+    run_cfg = RunConfig(
+        task=args.task,
+        strategy=args.strategy,
+        n=args.n,
+        seed=args.seed,
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        per_request=args.per_request,
+        shots=1 if args.strategy == "one-shot" else args.shots,
+        balance=not args.no_balance,
+        max_requests=args.max_requests,
+        stream=args.stream,
+        structured=not args.no_structured,
+        price_in=args.price_in,
+        price_out=args.price_out,
+        extra={"attributes": True} if args.attributes else {},
+    )
+    limit = RateLimit(rpm=args.rpm, tpm=args.tpm, max_in_flight=args.concurrency)
+    retry = RetryPolicy(max_attempts=args.max_attempts)
+    dedup = DedupConfig() if args.dedup_threshold is None else DedupConfig(threshold=args.dedup_threshold)
+    options = GenerateOptions(
+        out_dir=args.out,
+        resume=args.resume,
+        progress=not args.no_progress,
+        data_file=args.data,
+        dedup=dedup,
+        reference_real=not args.no_reference_real,
+    )
+
+    def provider_cfg(base_url: str, model: str, name: str) -> ProviderConfig:
+        return ProviderConfig(
+            base_url=base_url,
+            model=model,
+            api_key=api_key_from_env(args.api_key_env) if name != "local" else None,
+            name=name,
+            timeout_s=args.timeout,
+            max_connections=args.concurrency,
+        )
+
+    final = asyncio.run(run_with_provider(args, run_cfg, limit, retry, options, provider_cfg))
+    print_final(final, sys.stdout)
+    return 0 if final.get("phase") == "done" else 1

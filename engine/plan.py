@@ -1,0 +1,147 @@
+"""The deterministic request plan: ids, seeds, label balance, and what ``--resume`` skips.
+
+Each label has its own sequence of requests, ``<label>-<k>``; request ``k`` of a
+label always gets the same seed for the same run seed, so a resumed run asks for
+exactly what the interrupted one would have asked, minus what is done. The plan
+is lazy (nothing is materialised per planned request) and adaptive: it keeps
+issuing requests for a label while the examples accepted plus those expected
+from requests in flight fall short of the label's quota, using the yield (kept
+examples per request) observed so far.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["PlannedRequest", "Planner", "quotas", "stable_seed"]
+
+
+def stable_seed(*parts: object) -> int:
+    """A 31-bit seed from ``parts``, identical on every machine and Python version."""
+    digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & 0x7FFFFFFF
+
+
+def quotas(labels: Sequence[str], n: int) -> dict[str, int]:
+    """Split ``n`` across ``labels`` as evenly as possible (earlier labels take the remainder)."""
+    base, extra = divmod(n, len(labels))
+    return {label: base + (1 if i < extra else 0) for i, label in enumerate(labels)}
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedRequest:
+    id: str
+    label: str
+    seed: int
+
+
+class Planner:
+    """Decides which request to send next.
+
+    ``next()`` returns a request to send, or ``None`` when nothing should be sent
+    right now (every label is covered by what is in flight, or the request cap is
+    reached). ``finished`` tells whether every quota is met; ``exhausted`` whether
+    the cap stops the run short of it.
+    """
+
+    def __init__(
+        self,
+        labels: Sequence[str],
+        *,
+        n: int,
+        per_request: int = 1,
+        seed: int = 0,
+        cap: int,
+        balance: bool = True,
+        done: set[str] | None = None,
+        accepted: Counter[str] | None = None,
+        requests_done: Counter[str] | None = None,
+    ) -> None:
+        if not labels:
+            raise ValueError("a task needs at least one label")
+        self.labels = list(labels)
+        self.quota = quotas(self.labels, n) if balance else {label: n for label in self.labels}
+        self.total = n
+        self.balance = balance
+        self.per_request = per_request
+        self.seed = seed
+        self.cap = cap
+        self._done = set(done or ())
+        self.accepted: Counter[str] = Counter(accepted or {})
+        self.requests_done: Counter[str] = Counter(requests_done or {})
+        self.in_flight: Counter[str] = Counter()
+        self._next_k: dict[str, int] = dict.fromkeys(self.labels, 0)
+        self.issued = sum(self.requests_done.values())
+
+    # -- state --------------------------------------------------------------------------------
+
+    def need(self, label: str) -> int:
+        if not self.balance:
+            return max(0, self.total - sum(self.accepted.values()))
+        return max(0, self.quota[label] - self.accepted[label])
+
+    @property
+    def finished(self) -> bool:
+        if not self.balance:
+            return sum(self.accepted.values()) >= self.total
+        return all(self.accepted[label] >= self.quota[label] for label in self.labels)
+
+    @property
+    def exhausted(self) -> bool:
+        return self.issued >= self.cap
+
+    @property
+    def outstanding(self) -> int:
+        return sum(self.in_flight.values())
+
+    def _yield(self, label: str) -> float:
+        """Expected kept examples per request for ``label`` (optimistic until observed)."""
+        reqs = self.requests_done[label]
+        if reqs < 3:
+            return float(self.per_request)
+        return max(0.05, self.accepted[label] / reqs)
+
+    def _shortfall(self, label: str) -> float:
+        expected = self.in_flight[label] * self._yield(label)
+        if not self.balance:
+            total_expected = sum(self.in_flight[lb] * self._yield(lb) for lb in self.labels)
+            return self.need(label) - total_expected
+        return self.need(label) - expected
+
+    # -- decisions ----------------------------------------------------------------------------
+
+    def next(self) -> PlannedRequest | None:
+        if self.exhausted or self.finished:
+            return None
+        best, best_short = None, 0.0
+        for label in self.labels:
+            short = self._shortfall(label)
+            if short > best_short:
+                best, best_short = label, short
+        if best is None:
+            return None
+        if not self.balance:
+            # unbalanced: spread requests round-robin by the fewest issued so far
+            best = min(self.labels, key=lambda lb: self.requests_done[lb] + self.in_flight[lb])
+        k = self._next_k[best]
+        rid = f"{best}-{k:07d}"
+        while rid in self._done:
+            k += 1
+            rid = f"{best}-{k:07d}"
+        self._next_k[best] = k + 1
+        self.in_flight[best] += 1
+        self.issued += 1
+        return PlannedRequest(id=rid, label=best, seed=stable_seed(self.seed, best, k))
+
+    def record(self, label: str, *, kept: int) -> None:
+        """A request for ``label`` finished (in any way) and ``kept`` of its examples were accepted."""
+        self.in_flight[label] -= 1
+        self.requests_done[label] += 1
+        self.accepted[label] += kept
+
+    def room(self, label: str) -> int:
+        """How many more examples of ``label`` may be accepted (the rest is surplus)."""
+        return self.need(label)

@@ -1,0 +1,296 @@
+"""OpenAI-compatible chat completions over aiohttp: OpenAI, vLLM, llama.cpp's server, Ollama, LiteLLM, the simulator.
+
+This module is the boundary: aiohttp exceptions and HTTP statuses become engine
+errors here (``raise ... from exc``), and nothing above ``providers/`` imports
+aiohttp's exception types. The session is passed in; ``make_session`` builds
+one with a bounded connector. The API key is sent as a header and never appears
+in an error message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import aiohttp
+
+from ..config import ProviderConfig
+from ..errors import (
+    AuthError,
+    BadRequest,
+    EngineError,
+    FatalError,
+    MalformedResponse,
+    NotFound,
+    ProviderUnavailable,
+    RateLimited,
+    Timeout,
+)
+from ..types import Completion, Request
+from .base import Provider
+
+__all__ = ["OpenAIProvider", "make_session", "parse_retry_after"]
+
+_KEEP_HEADER_PREFIXES = ("x-ratelimit-", "retry-after")
+
+
+def make_session(cfg: ProviderConfig) -> aiohttp.ClientSession:
+    """One shared session with a bounded connector; call inside the running loop."""
+    connector = aiohttp.TCPConnector(limit=cfg.max_connections, limit_per_host=cfg.max_connections, ttl_dns_cache=300)
+    timeout = aiohttp.ClientTimeout(total=cfg.timeout_s, sock_connect=min(10.0, cfg.timeout_s))
+    return aiohttp.ClientSession(connector=connector, timeout=timeout, raise_for_status=False)
+
+
+def parse_retry_after(headers: dict[str, str]) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP-date), if present."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, when.timestamp() - time.time())
+
+
+def _kept_headers(raw: Any) -> dict[str, str]:
+    return {k.lower(): v for k, v in raw.items() if k.lower().startswith(_KEEP_HEADER_PREFIXES)}
+
+
+def _error_detail(body: bytes) -> tuple[str, str]:
+    """(message, code) from an OpenAI-style error body, tolerant of anything else."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        text = body.decode("utf-8", "replace").strip().splitlines()
+        return (text[0][:200] if text else ""), ""
+    err = data.get("error", data) if isinstance(data, dict) else {}
+    if isinstance(err, str):
+        return err[:300], ""
+    if not isinstance(err, dict):
+        return "", ""
+    return str(err.get("message", ""))[:300], str(err.get("code") or err.get("type") or "")
+
+
+class OpenAIProvider(Provider):
+    """``POST {base_url}/chat/completions``, non-streaming or streaming (SSE)."""
+
+    def __init__(self, session: aiohttp.ClientSession, cfg: ProviderConfig) -> None:
+        self.session = session
+        self.cfg = cfg
+        self.name = cfg.name
+        self._url = cfg.base_url.rstrip("/") + "/chat/completions"
+        self._headers = {"Content-Type": "application/json", **cfg.extra_headers}
+        if cfg.api_key:
+            self._headers["Authorization"] = f"Bearer {cfg.api_key}"
+
+    # -- request body -------------------------------------------------------------------------
+
+    def body(self, request: Request) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.cfg.model,
+            "messages": request.messages,
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+        }
+        if request.top_p is not None:
+            body["top_p"] = request.top_p
+        if request.seed is not None:
+            body["seed"] = request.seed
+        if request.response_format is not None:
+            body["response_format"] = request.response_format
+        if request.stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        return body
+
+    # -- the one real method ------------------------------------------------------------------
+
+    async def complete(self, request: Request) -> Completion:
+        payload = json.dumps(self.body(request)).encode()
+        started = time.perf_counter()
+        try:
+            async with self.session.post(self._url, data=payload, headers=self._headers) as resp:
+                headers = _kept_headers(resp.headers)
+                if resp.status != 200:
+                    raise self._status_error(resp.status, await resp.read(), headers, request.id)
+                if request.stream:
+                    return await self._read_stream(resp, request, headers, started)
+                raw = await resp.read()
+        except EngineError:
+            raise
+        except asyncio.TimeoutError as exc:
+            raise Timeout(
+                f"no answer within {self.cfg.timeout_s:g}s", provider=self.name, request_id=request.id
+            ) from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise ProviderUnavailable(
+                f"cannot connect to {self.cfg.base_url}: {exc.os_error.strerror or exc}",
+                provider=self.name,
+                request_id=request.id,
+            ) from exc
+        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            raise ProviderUnavailable(
+                f"connection dropped: {type(exc).__name__}", provider=self.name, request_id=request.id
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise ProviderUnavailable(
+                f"HTTP client error: {type(exc).__name__}", provider=self.name, request_id=request.id
+            ) from exc
+        return self._parse_body(raw, request, headers, time.perf_counter() - started)
+
+    # -- responses ----------------------------------------------------------------------------
+
+    def _parse_body(self, raw: bytes, request: Request, headers: dict[str, str], latency: float) -> Completion:
+        try:
+            data = json.loads(raw)
+            choice = data["choices"][0]
+            text = choice["message"].get("content") or ""
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise MalformedResponse(
+                "the response is not a valid chat completion", provider=self.name, request_id=request.id
+            ) from exc
+        usage = data.get("usage") or {}
+        return Completion(
+            request_id=request.id,
+            text=text,
+            model=str(data.get("model") or self.cfg.model),
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            finish_reason=str(choice.get("finish_reason") or ""),
+            headers=headers,
+            latency_s=latency,
+            server_timings=data.get("timings") or {},
+        )
+
+    async def _read_stream(
+        self, resp: aiohttp.ClientResponse, request: Request, headers: dict[str, str], started: float
+    ) -> Completion:
+        parts: list[str] = []
+        chunk_times: list[float] = []
+        usage: dict[str, Any] = {}
+        timings: dict[str, Any] = {}
+        model = self.cfg.model
+        finish = ""
+        done = False
+        buffer = b""
+        async for piece in resp.content.iter_any():
+            buffer += piece
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                line = line.strip()
+                if not line.startswith(b"data:"):
+                    continue
+                data = line[5:].strip()
+                if data == b"[DONE]":
+                    done = True
+                    break
+                try:
+                    event = json.loads(data)
+                except ValueError as exc:
+                    raise MalformedResponse(
+                        "a streamed chunk is not valid JSON", provider=self.name, request_id=request.id
+                    ) from exc
+                if isinstance(event, dict) and "error" in event:
+                    message, _ = _error_detail(data)
+                    raise ProviderUnavailable(
+                        f"error in stream: {message}", provider=self.name, request_id=request.id
+                    )
+                model = event.get("model") or model
+                if event.get("usage"):
+                    usage = event["usage"]
+                if event.get("timings"):
+                    timings = event["timings"]
+                for choice in event.get("choices") or ():
+                    content = (choice.get("delta") or {}).get("content")
+                    if content:
+                        parts.append(content)
+                        chunk_times.append(time.perf_counter() - started)
+                    if choice.get("finish_reason"):
+                        finish = choice["finish_reason"]
+            if done:
+                break
+        if not done:
+            raise MalformedResponse(
+                "the stream ended before [DONE] (truncated)", provider=self.name, request_id=request.id
+            )
+        return Completion(
+            request_id=request.id,
+            text="".join(parts),
+            model=str(model),
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or len(chunk_times)),
+            finish_reason=str(finish),
+            headers=headers,
+            latency_s=time.perf_counter() - started,
+            ttft_s=chunk_times[0] if chunk_times else 0.0,
+            chunk_times=chunk_times,
+            server_timings=timings,
+        )
+
+    def _status_error(self, status: int, body: bytes, headers: dict[str, str], request_id: str) -> EngineError:
+        message, code = _error_detail(body)
+        kw: dict[str, Any] = {"status": status, "provider": self.name, "request_id": request_id}
+        if status == 429:
+            if code == "insufficient_quota":
+                return FatalError(
+                    message or "quota exhausted", hint="add credit or raise the account's quota", **kw
+                )
+            err: EngineError = RateLimited(message or "rate limited", retry_after=parse_retry_after(headers), **kw)
+        elif status in (401, 403):
+            return AuthError(
+                "the API key was rejected" if status == 401 else "access denied",
+                hint="check the key in $OPENAI_API_KEY (or the variable named by --api-key-env)",
+                **kw,
+            )
+        elif status == 404:
+            if code == "model_not_found" or "model" in message.lower():
+                return NotFound(
+                    f"model {self.cfg.model!r} not found", hint="check --model against GET /v1/models", **kw
+                )
+            return NotFound(
+                f"no chat completions endpoint at {self.cfg.base_url}",
+                hint="--base-url should end in /v1, e.g. http://127.0.0.1:8000/v1",
+                **kw,
+            )
+        elif status in (400, 422):
+            return BadRequest(message or "the request was rejected", hint="check the model's supported options", **kw)
+        elif status in (408, 409) or status >= 500:
+            err = ProviderUnavailable(message or "server error", retry_after=parse_retry_after(headers), **kw)
+        else:
+            return FatalError(message or f"unexpected HTTP status {status}", **kw)
+        err.headers = headers
+        return err
+
+    async def list_models(self) -> list[str]:
+        """``GET {base_url}/models``; used as a preflight check (reachability, key, model)."""
+        url = self.cfg.base_url.rstrip("/") + "/models"
+        try:
+            async with self.session.get(url, headers=self._headers) as resp:
+                body = await resp.read()
+                if resp.status != 200:
+                    raise self._status_error(resp.status, body, _kept_headers(resp.headers), "")
+        except EngineError:
+            raise
+        except asyncio.TimeoutError as exc:
+            raise Timeout(f"{url} did not answer in time", provider=self.name) from exc
+        except aiohttp.ClientError as exc:
+            raise ProviderUnavailable(f"cannot connect to {self.cfg.base_url}: {exc}", provider=self.name) from exc
+        try:
+            data = json.loads(body)
+            return [str(m["id"]) for m in data.get("data", [])]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return []

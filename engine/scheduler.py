@@ -1,0 +1,193 @@
+"""How generation runs: bounded queues, a fixed pool of workers, backpressure.
+
+This module knows nothing about prompts, parsing or files. A producer pulls
+requests from a ``source`` callable into a bounded request queue; ``workers``
+tasks send them through the provider stack and put outcomes on a bounded result
+queue; one consumer drains outcomes in batches (so CPU-heavy stages can
+vectorise) and decides when the run is done. Memory is flat whatever N is:
+nothing is created per planned request beyond the request in flight.
+
+When the consumer says the run is done, no new request is sent; requests
+already in flight are awaited (their examples were paid for) for at most
+``drain_timeout_s`` and handed to the consumer, then everything is cancelled.
+A fatal error raised by the consumer cancels the run at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from .errors import EngineError
+from .providers.base import Provider, Wrapper
+from .stats import Stats
+from .types import Completion, Request
+
+__all__ = ["Metered", "Outcome", "Scheduler"]
+
+_STOP = object()
+
+
+@dataclass(slots=True)
+class Outcome:
+    """One planned request's end: a completion, or the error that ended its attempts."""
+
+    request: Request
+    completion: Completion | None = None
+    error: EngineError | None = None
+
+
+class Metered(Wrapper):
+    """Counts every HTTP attempt, the attempts in flight, and the tokens the provider reports."""
+
+    def __init__(self, inner: Provider, stats: Stats) -> None:
+        super().__init__(inner)
+        self.stats = stats
+        self.in_flight = 0
+
+    async def complete(self, request: Request) -> Completion:
+        self.stats.incr("requests")
+        self.in_flight += 1
+        try:
+            completion = await self.inner.complete(request)
+        finally:
+            self.in_flight -= 1
+        self.stats.incr("prompt_tokens", completion.prompt_tokens)
+        self.stats.incr("completion_tokens", completion.completion_tokens)
+        return completion
+
+
+#: Turns a request rejected with a fatal error into a request worth one more try (or None).
+Fallback = Callable[[Request, EngineError], Request | None]
+
+
+class Scheduler:
+    def __init__(
+        self,
+        provider: Provider,
+        *,
+        workers: int,
+        queue_size: int | None = None,
+        max_batch: int = 256,
+        drain_timeout_s: float = 60.0,
+        fallback: Fallback | None = None,
+    ) -> None:
+        if workers < 1:
+            raise ValueError("workers must be >= 1")
+        self.provider = provider
+        self.workers = workers
+        self.queue_size = queue_size or 2 * workers
+        self.max_batch = max_batch
+        self.drain_timeout_s = drain_timeout_s
+        self.fallback = fallback
+        self._stopping = False
+        self.sent = 0
+
+    async def _call(self, request: Request) -> Outcome:
+        try:
+            return Outcome(request, completion=await self.provider.complete(request))
+        except EngineError as exc:
+            retry = self.fallback(request, exc) if self.fallback else None
+            if retry is None:
+                return Outcome(request, error=exc)
+            try:
+                return Outcome(retry, completion=await self.provider.complete(retry))
+            except EngineError as exc2:
+                return Outcome(retry, error=exc2)
+
+    async def run(
+        self,
+        source: Callable[[], Request | None],
+        consume: Callable[[list[Outcome]], Awaitable[bool]],
+    ) -> None:
+        """Run until ``consume`` returns True (done) or ``source`` is dry and nothing is in flight.
+
+        ``source()`` returns the next request, or ``None`` when there is nothing to
+        send right now; it is asked again after every consumed batch.
+        """
+        requests: asyncio.Queue[object] = asyncio.Queue(self.queue_size)
+        results: asyncio.Queue[Outcome] = asyncio.Queue(self.queue_size)
+        wakeup = asyncio.Event()
+        busy = 0  # requests taken by workers and not yet consumed
+        self._stopping = False
+
+        async def producer() -> None:
+            while not self._stopping:
+                request = source()
+                if request is None:
+                    wakeup.clear()
+                    await wakeup.wait()
+                    continue
+                await requests.put(request)
+
+        async def worker() -> None:
+            nonlocal busy
+            while True:
+                item = await requests.get()
+                if item is _STOP or self._stopping:
+                    return
+                assert isinstance(item, Request)
+                busy += 1
+                self.sent += 1
+                outcome = await self._call(item)
+                await results.put(outcome)
+
+        tasks = [asyncio.create_task(producer(), name="producer")]
+        tasks += [asyncio.create_task(worker(), name=f"worker-{i}") for i in range(self.workers)]
+        try:
+            done = False
+            while not done:
+                if busy == 0 and requests.empty() and results.empty():
+                    # nothing queued or in flight: give the producer a chance, then check for a dry source
+                    wakeup.set()
+                    await asyncio.sleep(0)
+                    if busy == 0 and requests.empty() and results.empty():
+                        request = source()
+                        if request is None:
+                            return  # dry: nothing more to send and nothing in flight
+                        await requests.put(request)
+                first = await results.get()
+                batch = [first]
+                while len(batch) < self.max_batch and not results.empty():
+                    batch.append(results.get_nowait())
+                busy -= len(batch)
+                done = await consume(batch)
+                wakeup.set()
+            # done: send nothing new, but collect what is already paid for
+            self._stopping = True
+            tasks[0].cancel()
+            while not requests.empty():
+                requests.get_nowait()
+            await self._drain(results, consume, lambda: busy, tasks[1:])
+        finally:
+            self._stopping = True
+            for task in tasks:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _drain(
+        self,
+        results: asyncio.Queue[Outcome],
+        consume: Callable[[list[Outcome]], Awaitable[bool]],
+        busy: Callable[[], int],
+        workers: list[asyncio.Task[None]],
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.drain_timeout_s
+        pending = busy()
+        while pending > 0:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            try:
+                first = await asyncio.wait_for(results.get(), remaining)
+            except asyncio.TimeoutError:
+                return
+            batch = [first]
+            while not results.empty():
+                batch.append(results.get_nowait())
+            pending -= len(batch)
+            await consume(batch)

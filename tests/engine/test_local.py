@@ -1,0 +1,198 @@
+"""The managed llama.cpp server: config, startup errors, one real completion, and no child left behind."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import psutil
+import pytest
+
+from engine.config import ProviderConfig
+from engine.errors import ConfigError, ProviderUnavailable
+from engine.providers.local import LocalServer, LocalServerConfig, default_model_path
+from engine.providers.openai import OpenAIProvider, make_session
+from engine.types import Request
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = {
+    "type": "object",
+    "properties": {"text": {"type": "string"}, "label": {"type": "string", "enum": ["positive", "negative"]}},
+    "required": ["text", "label"],
+}
+
+
+def gone(pid: int) -> bool:
+    """True when ``pid`` no longer runs (absent, or a zombie waiting for a reaper that is not us)."""
+    try:
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return True
+
+
+async def wait_gone(pid: int, limit_s: float = 20.0) -> bool:
+    for _ in range(int(limit_s / 0.1)):
+        if gone(pid):
+            return True
+        await asyncio.sleep(0.1)
+    return gone(pid)
+
+
+def spawn_python(script: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, env=env, cwd=ROOT)
+
+
+def small(tmp_path: Path, **kw: object) -> LocalServerConfig:
+    return LocalServerConfig(ctx=2048, parallel=2, log_path=tmp_path / "llama.log", **kw)  # type: ignore[arg-type]
+
+
+# -- no server needed ---------------------------------------------------------------------------
+
+
+def test_default_model_is_the_packaged_gguf() -> None:
+    path = default_model_path()
+    assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert path.is_file()
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [{"parallel": 0}, {"ctx": 0}, {"threads": -1}, {"port": 70000}, {"batch": -1}, {"ctx": 512, "parallel": 4}],
+)
+def test_config_rejects_nonsense(kw: dict[str, int]) -> None:
+    with pytest.raises(ConfigError):
+        LocalServerConfig(**kw)  # type: ignore[arg-type]
+
+
+async def test_missing_model_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        await LocalServer(LocalServerConfig(model_path=tmp_path / "nope.gguf")).start()
+
+
+async def test_unloadable_model_fails_fast_with_the_log_tail(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.gguf"
+    bogus.write_bytes(b"this is not a gguf file" * 100)
+    server = LocalServer(small(tmp_path, model_path=bogus, startup_timeout_s=60))
+    with pytest.raises(ProviderUnavailable, match="exited during startup") as info:
+        async with server:
+            pytest.fail("should not start")
+    assert str(tmp_path / "llama.log") in str(info.value)
+    assert "invalid magic" in str(info.value)  # llama.cpp's own first error line
+    assert "local_server: error" in str(info.value)  # and the tail of the log
+    assert server.pid is None and not server.running
+
+
+# -- the real server ----------------------------------------------------------------------------
+
+
+@pytest.mark.llm
+async def test_start_complete_with_json_schema_and_stop(tmp_path: Path) -> None:
+    async with LocalServer(small(tmp_path)) as server:
+        pid = server.pid
+        assert pid is not None and server.running
+        assert server.base_url.startswith("http://127.0.0.1:") and server.base_url.endswith("/v1")
+        assert server.model == "SmolLM2-135M-Instruct.Q4_1"
+        cfg = ProviderConfig(base_url=server.base_url, model=server.model, name="local")
+        async with make_session(cfg) as session:
+            provider = OpenAIProvider(session, cfg)
+            assert server.model in await provider.list_models()
+            fmt = {"type": "json_schema", "json_schema": {"name": "review", "schema": SCHEMA}}
+            request = Request(
+                id="r1",
+                messages=[{"role": "user", "content": "Write a two-sentence positive movie review as JSON."}],
+                max_tokens=120,
+                temperature=0.7,
+                seed=1,
+                response_format=fmt,
+            )
+            done = await provider.complete(request)
+    assert await wait_gone(pid)
+    assert not server.running and server.pid is None
+    assert done.completion_tokens > 0 and done.prompt_tokens > 0
+    assert done.server_timings["predicted_n"] == done.completion_tokens
+    assert done.server_timings["predicted_per_second"] > 0
+    assert done.text.lstrip().startswith("{")  # the grammar forces JSON from the first token
+    if done.finish_reason == "stop":
+        parsed = json.loads(done.text)
+        assert set(parsed) >= {"text", "label"} and parsed["label"] in ("positive", "negative")
+    assert "local_server: stopped" in (tmp_path / "llama.log").read_text()
+
+
+@pytest.mark.llm
+async def test_child_is_gone_after_an_exception_inside_the_block(tmp_path: Path) -> None:
+    server = LocalServer(small(tmp_path))
+    with pytest.raises(RuntimeError, match="boom"):
+        async with server:
+            pid = server.pid
+            raise RuntimeError("boom")
+    assert pid is not None and await wait_gone(pid)
+
+
+@pytest.mark.llm
+async def test_child_is_gone_after_cancellation(tmp_path: Path) -> None:
+    started = asyncio.Event()
+    server = LocalServer(small(tmp_path))
+
+    async def hold() -> None:
+        async with server:
+            started.set()
+            await asyncio.sleep(3600)
+
+    task = asyncio.create_task(hold())
+    await asyncio.wait_for(started.wait(), 120)
+    pid = server.pid
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert pid is not None and await wait_gone(pid)
+
+
+@pytest.mark.llm
+async def test_child_dies_with_a_killed_parent(tmp_path: Path) -> None:
+    """SIGKILL the process that owns the server: the kernel (PDEATHSIG) must take the server down too."""
+    script = textwrap.dedent(
+        f"""
+        import asyncio, sys
+        from pathlib import Path
+        from engine.providers.local import LocalServer, LocalServerConfig
+
+        async def main():
+            cfg = LocalServerConfig(ctx=2048, parallel=2, log_path=Path({str(tmp_path / "llama.log")!r}))
+            async with LocalServer(cfg) as server:
+                print(server.pid, flush=True)
+                await asyncio.sleep(3600)
+
+        asyncio.run(main())
+        """
+    )
+    parent = spawn_python(script)
+    try:
+        assert parent.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(parent.stdout.readline), 120)
+        child = int(line)
+        assert not gone(child)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+        assert await wait_gone(child), "the llama.cpp server outlived its parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(timeout=10)
+        if parent.stdout is not None:
+            parent.stdout.close()
+
+
+@pytest.mark.llm
+async def test_two_servers_get_different_ports(tmp_path: Path) -> None:
+    async with LocalServer(small(tmp_path / "a")) as a, LocalServer(small(tmp_path / "b")) as b:
+        assert a.base_url != b.base_url
+        pids = [a.pid, b.pid]
+    for pid in pids:
+        assert pid is not None and await wait_gone(pid)
