@@ -37,6 +37,8 @@ from .types import Example, Request
 __all__ = ["GenerateOptions", "Generator", "generate"]
 
 STATS_EVERY_S = 2.0
+#: Counters stats.json always shows, zero or not.
+_ALWAYS = ("requests", "rate_limited", "retries", "failed", "accepted", "rejected", "prompt_tokens", "completion_tokens")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -168,8 +170,8 @@ class Generator:
         snap = self.stats.snapshot()
         snap.update(self.extra_stats())
         snap["target"] = self.run.n
-        snap.setdefault("accepted", 0)
-        snap.setdefault("rejected", 0)
+        for key in _ALWAYS:
+            snap.setdefault(key, 0)
         elapsed = max(snap.get("elapsed_s", 0.0), 1e-9)
         snap["requests_per_s"] = round(snap.get("requests", 0) / elapsed, 3)
         snap["tokens_per_s"] = round((snap.get("prompt_tokens", 0) + snap.get("completion_tokens", 0)) / elapsed, 1)

@@ -11,7 +11,7 @@ real train examples) and scores it on the real test split. Real-only baselines
 (``r`` real examples alone, and the full real train split) are the reference
 lines. Results go to ``DIR/results.json`` after every cell, so an interrupted
 run resumes where it stopped; ``DIR/results.md`` and the PNG plots are redrawn
-at the end (see :mod:`evaluators.grid_report`).
+at the end (see :mod:`evaluators.report`).
 
 Grid file (YAML)::
 
@@ -45,7 +45,7 @@ import numpy.typing as npt
 from engine.errors import ConfigError, DataError
 
 from .quality import Embed, FloatArray, corpus_quality
-from .report import read_json, write_json
+from .report import REAL_FULL, REAL_ONLY, read_json, write_experiment_reports, write_json
 
 __all__ = [
     "CachedEmbedder",
@@ -57,13 +57,14 @@ __all__ = [
     "cells_for",
     "interleave_by_label",
     "load_grid",
+    "read_generated",
     "run_experiment",
     "subprocess_generator",
 ]
 
 RESULTS_VERSION = 1
-BASELINE_REAL_ONLY = "real-only"
-BASELINE_REAL_FULL = "real-full"
+BASELINE_REAL_ONLY = REAL_ONLY
+BASELINE_REAL_FULL = REAL_FULL
 
 Progress = Callable[[str], None]
 #: ``split -> (texts, labels)`` for the real data; splits asked for are ``train`` and ``test``.
@@ -251,8 +252,34 @@ def subprocess_generator(
 # -- data -------------------------------------------------------------------------------------------------------
 
 
-def _read_corpus(path: Path) -> tuple[list[str], list[str]]:
-    from .data import load_records, texts_and_labels
+def read_generated(path: Path, fields: Sequence[str] = ("text",)) -> tuple[list[str], list[str]]:
+    """Texts and labels of a generated ``data.jsonl``, in file order; pair fields joined as the encoder joins them."""
+    import json
+
+    from .encoder import join_fields
+
+    texts: list[str] = []
+    labels: list[str] = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                if not line.endswith("\n"):
+                    break  # a torn last line from a killed run; the generate command's --resume repairs it
+                raise DataError(f"{path}:{lineno} is not valid JSON") from None
+            present = {f: str(rec[f]) for f in fields if f in rec}
+            if not present or "label" not in rec:
+                raise DataError(f"{path}:{lineno} lacks a label or the fields {list(fields)}")
+            texts.append(join_fields(present))
+            labels.append(str(rec["label"]))
+    return texts, labels
+
+
+def _read_file(path: Path) -> tuple[list[str], list[str]]:
+    from .data import load_records, texts_and_labels  # type: ignore[import-not-found,unused-ignore]
 
     texts, labels = texts_and_labels(load_records(path))
     return [str(t) for t in texts], [str(y) for y in labels]
@@ -264,7 +291,7 @@ def task_real_data(grid: Grid) -> RealData:
     def load(split: str) -> tuple[list[str], list[str]]:
         path = grid.real_train if split == "train" else grid.real_test
         if path:
-            return _read_corpus(Path(path))
+            return _read_file(Path(path))
         from engine.tasks import load_real, load_task
 
         from .encoder import join_fields
@@ -273,6 +300,18 @@ def task_real_data(grid: Grid) -> RealData:
         return [join_fields(e.fields) for e in examples], [e.label for e in examples]
 
     return load
+
+
+def _task_info(task: str) -> tuple[tuple[str, ...], tuple[str, ...] | None]:
+    """The task's input fields and labels; ``(("text",), None)`` for a task ``engine.tasks`` does not know."""
+    from engine.errors import EngineError
+    from engine.tasks import load_task
+
+    try:
+        t = load_task(task)
+    except EngineError:
+        return ("text",), None
+    return tuple(t.fields), tuple(t.labels)
 
 
 def interleave_by_label(labels: Sequence[str], seed: int) -> list[int]:
@@ -384,6 +423,7 @@ class _Run:
         self.test_texts = [test_texts[i] for i in keep]
         self.test_labels = [test_labels[i] for i in keep]
         self._test_emb: FloatArray | None = None
+        self.fields, self.classes = _task_info(grid.task)
 
     def _load_results(self) -> dict[str, Any]:
         fresh = {
@@ -425,14 +465,14 @@ class _Run:
         n = max(self.grid.quantities)
         run_dir = self.out / "data" / approach / f"seed{seed}"
         data = run_dir / "data.jsonl"
-        have = sum(1 for line in open(data, encoding="utf-8") if line.strip()) if data.exists() else 0
-        if have < n:
+        texts, labels = read_generated(data, self.fields) if data.exists() else ([], [])
+        if len(texts) < n:
             self.say(f"generating {n} {approach} examples (seed {seed}) into {run_dir}")
             run_dir.mkdir(parents=True, exist_ok=True)
             self.generate(GenerateJob(task=self.grid.task, strategy=approach, n=n, seed=seed, out=run_dir))
-        if not data.exists():
-            raise DataError(f"generation wrote no {data}", hint="check the generate command's output above")
-        texts, labels = _read_corpus(data)
+            if not data.exists():
+                raise DataError(f"generation wrote no {data}", hint="check the generate command's output above")
+            texts, labels = read_generated(data, self.fields)
         order = interleave_by_label(labels, seed)
         self.results["corpora"][f"{approach}/seed{seed}"] = {"dir": str(run_dir), "n": len(texts)}
         return [texts[i] for i in order], [labels[i] for i in order]
@@ -459,6 +499,7 @@ class _Run:
             real_texts=self.train_texts,
             real_labels=self.train_labels,
             seed=seed,
+            classes=self.classes,
             train=self.train,
         )
 
@@ -497,7 +538,9 @@ class _Run:
 def _brief(row: dict[str, Any]) -> str:
     if row.get("accuracy") is None:
         return str(row.get("error", "no score"))
-    return f"accuracy {row['accuracy']:.3f}, macro-F1 {row['macro_f1']:.3f} (train {row['n_synthetic']}+{row['n_real']})"
+    return (
+        f"accuracy {row['accuracy']:.3f}, macro-F1 {row['macro_f1']:.3f} (train {row['n_synthetic']}+{row['n_real']})"
+    )
 
 
 def run_experiment(
@@ -516,8 +559,6 @@ def run_experiment(
     ``(n, d)`` array; ``real_data`` and ``train`` default to the task's packaged
     data and ``evaluators.head.train_head``.
     """
-    from .grid_report import write_reports
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     run = _Run(
@@ -530,5 +571,5 @@ def run_experiment(
         progress=progress or (lambda _msg: None),
     )
     results = run.run()
-    write_reports(results, out)
+    write_experiment_reports(results, out)
     return results

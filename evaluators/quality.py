@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_MAX_EMBED",
     "DEFAULT_MAX_REAL",
     "DEFAULT_MAX_TEXTS",
+    "DEFAULT_NEAR_THRESHOLD",
     "DEFAULT_TOP_K",
     "Embed",
     "chamfer_distance",
@@ -61,6 +62,8 @@ DEFAULT_MAX_REAL = 5000
 #: Texts used for distinct-n and near-duplicates.
 DEFAULT_MAX_TEXTS = 20000
 DEFAULT_TOP_K = 5
+#: MinHash Jaccard threshold above which two texts count as near-duplicates.
+DEFAULT_NEAR_THRESHOLD = 0.8
 _BLOCK = 1024
 
 FloatArray = npt.NDArray[np.floating[Any]]
@@ -128,16 +131,28 @@ def exact_duplicate_rate(texts: Sequence[str]) -> float:
     return 1.0 - len({normalize_text(t) for t in texts}) / len(texts)
 
 
-def near_duplicate_rate(texts: Sequence[str], *, threshold: float | None = None) -> float | None:
-    """Fraction of texts ``engine.dedup``'s MinHash filter would drop; ``None`` if that filter is not available."""
+def near_duplicate_rate(texts: Sequence[str], *, threshold: float = DEFAULT_NEAR_THRESHOLD) -> float | None:
+    """Fraction of texts that are an exact or MinHash near-duplicate (Jaccard >= ``threshold``) of an earlier one.
+
+    Uses ``engine.dedup``'s normalisation, shingles, signatures and index, the
+    same pieces the generate pipeline filters with; ``None`` if they are missing.
+    """
     try:
-        from engine.dedup import near_duplicate_flags  # type: ignore[attr-defined]
-    except ImportError:
+        from engine.dedup.index import DedupIndex
+        from engine.dedup.minhash import signatures
+        from engine.dedup.normalize import exact_key
+        from engine.dedup.shingle import shingle_batch
+    except ImportError:  # pragma: no cover - dedup package incomplete
         return None
     if not texts:
         return 0.0
-    flags = near_duplicate_flags(list(texts), threshold=threshold) if threshold else near_duplicate_flags(list(texts))
-    return float(np.mean(np.asarray(flags, dtype=bool)))
+    normed = [normalize(t) for t in texts]
+    sigs = signatures(shingle_batch(normed))
+    index = DedupIndex(threshold=threshold)
+    dropped = sum(
+        index.query_and_add(i, exact_key(t, normalized=True), sigs[i]) is not None for i, t in enumerate(normed)
+    )
+    return dropped / len(texts)
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float:
@@ -159,7 +174,8 @@ def _unit(emb: FloatArray) -> npt.NDArray[np.float64]:
     if x.ndim != 2:
         raise ValueError(f"embeddings must be a 2-D array, got shape {x.shape}")
     norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+    out: npt.NDArray[np.float64] = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+    return out
 
 
 def remote_clique(emb: FloatArray) -> float:

@@ -1,4 +1,4 @@
-"""Reports: markdown tables, JSON written atomically, PNG line plots.
+"""Reports: markdown tables, JSON written atomically, PNG line plots, and the experiment's report.
 
 Nothing here computes a metric; ``experiment`` and ``inspect`` hand over
 numbers and get files back. Plots use matplotlib's object API with the Agg
@@ -17,7 +17,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Series", "fmt", "markdown_table", "plot_lines", "read_json", "write_json", "write_text"]
+__all__ = [
+    "REAL_FULL",
+    "REAL_ONLY",
+    "Series",
+    "aggregate",
+    "experiment_markdown",
+    "experiment_plots",
+    "fmt",
+    "markdown_table",
+    "plot_lines",
+    "read_json",
+    "write_experiment_reports",
+    "write_json",
+    "write_text",
+]
 
 
 def write_text(path: str | Path, text: str) -> Path:
@@ -147,3 +161,129 @@ def plot_lines(
     fig.savefig(tmp, format="png")
     os.replace(tmp, path)
     return path
+
+
+# -- the experiment's report --------------------------------------------------------------------------------------
+
+#: Approach names of the real-only baselines in an experiment's cells.
+REAL_ONLY = "real-only"
+REAL_FULL = "real-full"
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return math.nan, math.nan
+    mean = sum(vals) / len(vals)
+    var = sum((v - mean) ** 2 for v in vals) / (len(vals) - 1) if len(vals) > 1 else 0.0
+    return mean, math.sqrt(var)
+
+
+def aggregate(cells: Mapping[str, Mapping[str, Any]]) -> dict[tuple[str, int, int], dict[str, float]]:
+    """Cells grouped by ``(approach, quantity, real_n)`` over seeds: mean and std of accuracy and macro-F1."""
+    groups: dict[tuple[str, int, int], list[Mapping[str, Any]]] = {}
+    for cell in cells.values():
+        groups.setdefault((cell["approach"], int(cell["quantity"]), int(cell["real_n"])), []).append(cell)
+    out = {}
+    for key, rows in sorted(groups.items()):
+        acc, acc_sd = _mean_std([r.get("accuracy") for r in rows])  # type: ignore[misc]
+        f1, f1_sd = _mean_std([r.get("macro_f1") for r in rows])  # type: ignore[misc]
+        n_real = max(int(r.get("n_real", 0)) for r in rows)
+        out[key] = {"accuracy": acc, "accuracy_std": acc_sd, "macro_f1": f1, "macro_f1_std": f1_sd}
+        out[key] |= {"seeds": len(rows), "n_real": n_real}
+    return out
+
+
+def _pm(mean: float, std: float) -> str:
+    if not math.isfinite(mean):
+        return "–"
+    return f"{mean:.3f} ± {std:.3f}" if std > 0 else f"{mean:.3f}"
+
+
+def experiment_markdown(results: Mapping[str, Any]) -> str:
+    """``results.md``: per real-mix size, accuracy (macro-F1) by approach x quantity, baselines, then quality."""
+    grid = results["grid"]
+    agg = aggregate(results["cells"])
+    quantities = list(grid["quantities"])
+    parts = [
+        f"# Experiment: {grid['task']}\n\n",
+        f"Approaches {', '.join(grid['approaches'])}; synthetic quantities {quantities}; "
+        f"real examples mixed in {list(grid['real_mix'])}; seeds {list(grid['seeds'])}. "
+        "Cells show accuracy (macro-F1), mean ± std over seeds, on the real test split.\n",
+    ]
+    full = agg.get((REAL_FULL, 0, -1))
+    for r in grid["real_mix"]:
+        parts.append(f"\n## {'Synthetic only' if r == 0 else f'Synthetic + {r} real'}\n\n")
+        rows = []
+        for a in grid["approaches"]:
+            row: list[Any] = [a]
+            for q in quantities:
+                m = agg.get((a, q, r))
+                ok = m is not None and math.isfinite(m["accuracy"])
+                row.append(f"{_pm(m['accuracy'], m['accuracy_std'])} ({fmt(m['macro_f1'])})" if ok and m else "–")
+            rows.append(row)
+        parts.append(markdown_table(["approach", *map(str, quantities)], rows, align="l" + "r" * len(quantities)))
+        base = []
+        if (only := agg.get((REAL_ONLY, 0, r))) is not None:
+            base.append(f"{r} real only: {_pm(only['accuracy'], only['accuracy_std'])} ({fmt(only['macro_f1'])})")
+        if full is not None:
+            base.append(
+                f"full real train ({full['n_real']}): {_pm(full['accuracy'], full['accuracy_std'])} "
+                f"({fmt(full['macro_f1'])})"
+            )
+        if base:
+            parts.append("\nBaselines: " + "; ".join(base) + ".\n")
+    quality = results.get("quality") or {}
+    if quality:
+        from .quality import summary_rows
+
+        names = [name for name, _ in summary_rows(next(iter(quality.values())))]
+        rows = [[key, *(v for _, v in summary_rows(q))] for key, q in sorted(quality.items())]
+        parts.append("\n## Quality of the generated data (largest quantity)\n\n")
+        parts.append(markdown_table(["corpus", *names], rows, align="l" + "r" * len(names)))
+    return "".join(parts)
+
+
+def experiment_plots(results: Mapping[str, Any], out: str | Path) -> list[Path]:
+    """One PNG per real-mix size: accuracy against synthetic quantity per approach, baselines as dashed lines."""
+    grid = results["grid"]
+    agg = aggregate(results["cells"])
+    full = agg.get((REAL_FULL, 0, -1))
+    paths = []
+    for r in grid["real_mix"]:
+        series = []
+        for a in grid["approaches"]:
+            pts = [(q, agg[(a, q, r)]) for q in grid["quantities"] if (a, q, r) in agg]
+            pts = [(q, m) for q, m in pts if math.isfinite(m["accuracy"])]
+            if pts:
+                series.append(
+                    Series(
+                        label=a,
+                        x=[q for q, _ in pts],
+                        y=[m["accuracy"] for _, m in pts],
+                        err=[m["accuracy_std"] for _, m in pts],
+                    )
+                )
+        hlines = {}
+        if (only := agg.get((REAL_ONLY, 0, r))) is not None:
+            hlines[f"{r} real only"] = only["accuracy"]
+        if full is not None:
+            hlines[f"full real ({full['n_real']})"] = full["accuracy"]
+        title = f"{grid['task']}: synthetic only" if r == 0 else f"{grid['task']}: synthetic + {r} real"
+        paths.append(
+            plot_lines(
+                Path(out) / f"accuracy_real{r}.png",
+                series,
+                hlines=hlines,
+                title=title,
+                xlabel="synthetic examples",
+                ylabel="accuracy on real test",
+            )
+        )
+    return paths
+
+
+def write_experiment_reports(results: Mapping[str, Any], out: str | Path) -> list[Path]:
+    """Write ``results.md`` and the plots into ``out``; return the paths written."""
+    md = write_text(Path(out) / "results.md", experiment_markdown(results))
+    return [md, *experiment_plots(results, out)]

@@ -42,7 +42,7 @@ def _view_factory(enabled: bool) -> Callable[[Callable[[], dict[str, Any]]], con
     def make(snapshot: Callable[[], dict[str, Any]]) -> contextlib.AbstractContextManager[Any]:
         from ..ui import LiveView
 
-        return LiveView(snapshot, enabled=enabled)
+        return LiveView(snapshot, live=None if enabled else False)
 
     return make
 
@@ -65,6 +65,8 @@ async def run_with_provider(
 
 
 def print_final(final: dict[str, Any], out: TextIO) -> None:
+    from rich.console import Console
+
     from ..ui import print_summary
 
-    print_summary(final, out)
+    print_summary(final, Console(file=out))

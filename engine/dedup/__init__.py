@@ -1,0 +1,30 @@
+"""Near-duplicate filtering: normalise, shingle, vectorised MinHash, the LSH index, the filter stage."""
+
+from .filter import DEFAULT_THRESHOLD, DedupConfig, DedupFilter, Reference, Signed
+from .index import DedupIndex, Match
+from .minhash import DEFAULT_NUM_PERM, DEFAULT_SCHEME, DEFAULT_SEED, Scheme, permutations, signatures, to_lean
+from .normalize import exact_key, normalize
+from .shingle import ShingleBatch, ShingleMode, shingle_batch, shingle_strings
+
+__all__ = [
+    "DEFAULT_NUM_PERM",
+    "DEFAULT_SCHEME",
+    "DEFAULT_SEED",
+    "DEFAULT_THRESHOLD",
+    "DedupConfig",
+    "DedupFilter",
+    "DedupIndex",
+    "Match",
+    "Reference",
+    "Scheme",
+    "ShingleBatch",
+    "ShingleMode",
+    "Signed",
+    "exact_key",
+    "normalize",
+    "permutations",
+    "shingle_batch",
+    "shingle_strings",
+    "signatures",
+    "to_lean",
+]

@@ -73,7 +73,9 @@ class DedupIndex:
         self._labels.append(label)
         self._signatures.append(signature)
         self._exact.setdefault(key, slot)
-        self.lsh.insert(slot, LeanMinHash(seed=self.seed, hashvalues=signature, scheme=self.scheme), check_duplication=False)
+        self.lsh.insert(
+            slot, LeanMinHash(seed=self.seed, hashvalues=signature, scheme=self.scheme), check_duplication=False
+        )
 
     def add_many(
         self, labels: Sequence[Hashable], keys: Sequence[int], signatures: NDArray[np.unsignedinteger]
@@ -84,9 +86,7 @@ class DedupIndex:
         for label, key, row in zip(labels, keys, signatures, strict=True):
             self.add(label, key, row)
 
-    def query_and_add(
-        self, label: Hashable, key: int, signature: NDArray[np.unsignedinteger]
-    ) -> Hashable | None:
+    def query_and_add(self, label: Hashable, key: int, signature: NDArray[np.unsignedinteger]) -> Hashable | None:
         """The label of an existing exact or near duplicate, or None after adding this entry."""
         existing = self.query_exact(key)
         if existing is not None:

@@ -18,7 +18,7 @@ The batch is processed in chunks of whole documents so the
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
+from typing import Final, Literal
 
 import numpy as np
 from datasketch import LeanMinHash, MinHash
@@ -30,7 +30,7 @@ __all__ = ["DEFAULT_NUM_PERM", "DEFAULT_SCHEME", "DEFAULT_SEED", "Scheme", "perm
 
 DEFAULT_NUM_PERM = 128
 DEFAULT_SEED = 1
-DEFAULT_SCHEME = "affine32"
+DEFAULT_SCHEME: Final = "affine32"
 #: Upper bound on shingles x permutations per numpy step (~32 MiB of uint32).
 DEFAULT_CHUNK_CELLS = 1 << 23
 
@@ -89,6 +89,8 @@ def signatures(
     return out
 
 
-def to_lean(row: NDArray[np.unsignedinteger], *, seed: int = DEFAULT_SEED, scheme: Scheme = DEFAULT_SCHEME) -> LeanMinHash:
+def to_lean(
+    row: NDArray[np.unsignedinteger], *, seed: int = DEFAULT_SEED, scheme: Scheme = DEFAULT_SCHEME
+) -> LeanMinHash:
     """One signature row as a datasketch ``LeanMinHash``."""
     return LeanMinHash(seed=seed, hashvalues=row, scheme=scheme)

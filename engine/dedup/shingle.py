@@ -98,7 +98,9 @@ class ShingleBatch:
         return self.hashes[self.offsets[i] : self.offsets[i + 1]]
 
 
-def _windows(values: U64, lengths: NDArray[np.int64], n: int, mult: U64) -> tuple[NDArray[np.uint32], NDArray[np.int64]]:
+def _windows(
+    values: U64, lengths: NDArray[np.int64], n: int, mult: U64
+) -> tuple[NDArray[np.uint32], NDArray[np.int64]]:
     """Hash every window of ``n`` consecutive values inside each document (one window if shorter)."""
     counts = np.maximum(lengths - n + 1, 1)
     ends = np.cumsum(lengths)
@@ -169,8 +171,8 @@ def shingle_batch(
         elif not len(short_idx):
             hashes, counts = _word_shingles(texts, word_ngram)
         else:
-            hs, cs = _char_shingles([texts[i] for i in short_idx], char_ngram)
-            hl, cl = _word_shingles([texts[i] for i in long_idx], word_ngram)
+            hs, cs = _char_shingles([texts[int(i)] for i in short_idx], char_ngram)
+            hl, cl = _word_shingles([texts[int(i)] for i in long_idx], word_ngram)
             hashes, counts = _interleave(len(texts), (short_idx, hs, cs), (long_idx, hl, cl))
     offsets = np.zeros(len(texts) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])

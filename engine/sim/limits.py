@@ -49,7 +49,11 @@ class Bucket:
         self._last = now
 
     def wait_for(self, amount: float) -> float:
-        """Seconds until ``amount`` fits (0 if it fits now); call ``refill`` first."""
+        """Seconds until ``amount`` fits (0 if it fits now); call ``refill`` first.
+
+        An amount above the whole limit fits once the bucket is full (and leaves it in debt),
+        so an oversized request is slowed down rather than refused forever.
+        """
         short = min(amount, self.limit) - self.level
         return short / self.rate if short > 0 else 0.0
 

@@ -137,10 +137,15 @@ class Simulator:
             return _error(404, msg, "invalid_request_error", "model_not_found")
 
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS
+        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+            st.bad_request += 1
+            return _error(
+                400, f"Invalid max_tokens {max_tokens!r}: expected an integer >= 1.", "invalid_request_error", None
+            )
         prompt_tokens = _prompt_tokens(messages)
         headers: dict[str, str] = {}
         if self.rpm is not None or self.tpm is not None:
-            limited = self._admit(prompt_tokens + int(max_tokens), headers)
+            limited = self._admit(prompt_tokens + max_tokens, headers)
             if limited is not None:
                 return limited
 
@@ -154,7 +159,7 @@ class Simulator:
         else:
             kind = None
 
-        content, finish, completion_tokens = self._content(body, messages, int(max_tokens))
+        content, finish, completion_tokens = self._content(body, messages, max_tokens)
         self._seq += 1
         rid = f"chatcmpl-sim{self._seq}"
         headers["x-request-id"] = f"req_sim{self._seq}"

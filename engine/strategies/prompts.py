@@ -47,7 +47,7 @@ REQUEST_ONE = 'Write one new example whose label is "{label}" ({label_descriptio
 REQUEST_MANY = 'Write {n} new, clearly different examples, each with the label "{label}" ({label_description}).'
 
 #: The shape of the answer. ``{fields}`` is e.g. ``"text": "..."``.
-ONE_FORMAT = "Answer with a JSON object: {{{fields}, \"label\": \"{label}\"}}"
+ONE_FORMAT = 'Answer with a JSON object: {{{fields}, "label": "{label}"}}'
 EXAMPLES_FORMAT = (
     'Answer with a JSON object: {{"examples": [{{{fields}, "label": "{label}"}}, ...]}} holding exactly {n} examples.'
 )

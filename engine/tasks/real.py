@@ -226,9 +226,7 @@ def _to_examples(split: str, rows: list[RawRow], origin: str) -> list[Example]:
     ]
 
 
-def load_real(
-    task: Task, split: Split | str, *, data_file: str | Path | None = None, seed: int = 0
-) -> list[Example]:
+def load_real(task: Task, split: Split | str, *, data_file: str | Path | None = None, seed: int = 0) -> list[Example]:
     """The task's real examples of ``split`` ("train" or "test"); raises ``DataError`` when there are none."""
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}", hint="use train or test")

@@ -373,3 +373,39 @@ def test_sim_process_serves_in_a_child_process() -> None:
         with urllib.request.urlopen(req, timeout=10) as r:
             assert r.headers["x-ratelimit-limit-requests"] == "600"
             assert json.load(r)["choices"][0]["finish_reason"] == "stop"
+
+
+async def test_bad_max_tokens_is_400() -> None:
+    async with running_sim() as sim, aiohttp.ClientSession() as s:
+        for bad in ("ten", -1, True):
+            assert (await _post(s, sim.url, _body(max_tokens=bad)))[0] == 400
+        assert sim.state.bad_request == 3
+
+
+async def test_stream_with_token_delay_arrives_in_pieces() -> None:
+    async with running_sim(SimConfig(token_delay_ms=1, latency_ms=1)) as sim, aiohttp.ClientSession() as s:
+        async with s.post(sim.url + "/chat/completions", json=_body(stream=True)) as r:
+            pieces = [chunk async for chunk in r.content.iter_any()]
+        text = b"".join(pieces).decode()
+        assert len(pieces) > 2  # written chunk by chunk, not in one go
+        assert _sse(text)[-1] == "[DONE]"
+        assert sim.state.ok == 1
+
+
+def test_cli_rejects_bad_flags_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from engine.cli import main
+
+    assert main(["serve-sim", "--port", "0", "--error-rate", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("corpusforge: error:") and "error_rate" in err and "\n" not in err
+    assert main(["serve-sim", "--port", "0", "--fault", "404=0.1"]) == 2
+    assert "unknown fault kind" in capsys.readouterr().err
+
+
+def test_cli_args_round_trip() -> None:
+    from engine.cli import build_parser
+
+    cfg = SimConfig(model="m", latency_ms=5, rpm_limit=60, tpm_limit=1000, faults={"drop": 0.1}, require_key="k")
+    args = build_parser().parse_args(["serve-sim", *engine.sim.cli_args(cfg)])
+    assert args.model == "m" and args.latency_ms == 5 and args.rpm_limit == 60 and args.tpm_limit == 1000
+    assert dict(args.fault) == {"drop": 0.1} and args.require_key == "k"

@@ -1,4 +1,5 @@
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -84,7 +85,7 @@ def test_topk_similarity_hand_computed():
 class _NearestCentroid:
     """A stand-in head: label of the most similar class centroid."""
 
-    def __init__(self, X, labels):
+    def __init__(self, X: np.ndarray, labels: Sequence[str]) -> None:
         self.labels = sorted(set(labels))
         self.centroids = np.stack([X[[y == c for y in labels]].mean(axis=0) for c in self.labels])
 
@@ -92,7 +93,7 @@ class _NearestCentroid:
         return np.array(self.labels)[np.argmax(X @ self.centroids.T, axis=1)]
 
 
-def _train(X, labels, seed):
+def _train(X: np.ndarray, labels: Sequence[str], seed: int) -> _NearestCentroid:
     return _NearestCentroid(np.asarray(X), list(labels))
 
 
@@ -116,7 +117,7 @@ def test_sample_indices_seeded_and_bounded():
     assert list(a) != list(q.sample_indices(1000, 50, seed=2))
 
 
-def _bag_embed(texts):
+def _bag_embed(texts: Sequence[str]) -> np.ndarray:
     vocab = ["cat", "dog", "stock", "market", "goal", "match"]
     return np.array([[t.lower().split().count(w) + 0.01 for w in vocab] for t in texts])
 
@@ -143,3 +144,12 @@ def test_corpus_quality_without_and_with_embeddings():
     assert full["label_fidelity"]["fidelity"] == 1.0
     names = [name for name, _ in q.summary_rows(full)]
     assert "label fidelity" in names and "chamfer" in names
+
+
+def test_near_duplicate_rate():
+    base = "the quick brown fox jumps over the lazy dog near the river bank today"
+    texts = [base, base.replace("today", "tonight"), "a completely different sentence about stock markets", base + "!"]
+    # the second differs by one word (a near duplicate), the fourth only by punctuation (exact after normalising)
+    assert q.near_duplicate_rate(texts, threshold=0.5) == pytest.approx(0.5)
+    assert q.near_duplicate_rate(["alpha beta gamma", "delta epsilon zeta"]) == 0.0
+    assert q.near_duplicate_rate([]) == 0.0

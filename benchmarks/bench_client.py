@@ -1,0 +1,251 @@
+"""Client benchmark: the engine's request path vs the openai SDK vs a bare aiohttp loop, on one simulator.
+
+All three clients run in this process, one after the other, against the same
+simulator running in a separate process (so the server's CPU is not counted).
+For each: requests/s, client CPU-seconds per 1,000 requests, RSS. The engine
+path is the whole of ``generate``: admission, retries, parsing, dedup and
+durable writing included. Then two engine-only scenarios: rate-limit
+utilisation against a server-side RPM limit (no limit given: learned), and RSS
+across a long run (flat memory).
+
+    python -m benchmarks.bench_client            # quick
+    BENCH_FULL=1 python -m benchmarks.bench_client   # the issue's sizes (200k requests, 2-minute RPM run)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+
+from engine.config import ProviderConfig, RateLimit, RetryPolicy, RunConfig
+from engine.generate import GenerateOptions, generate
+from engine.sim.config import SimConfig
+from engine.sim.process import sim_process
+
+FULL = os.environ.get("BENCH_FULL") == "1"
+#: Requests per client in the throughput comparison.
+N_REQUESTS = 20_000 if FULL else 4_000
+#: In-flight requests for every client.
+CONCURRENCY = 64
+MAX_TOKENS = 64
+#: RPM-utilisation scenario: server limit and duration.
+RPM_LIMIT = 600
+RPM_SECONDS = 120 if FULL else 30
+#: Flat-memory scenario: requests, and RSS samples along the way.
+LONG_N = 200_000 if FULL else 20_000
+RESULTS = Path(__file__).parent / "results"
+PROMPT = [{"role": "user", "content": "Write one news article sentence about sport.\nLabel: sport"}]
+SCHEMA = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "example",
+        "schema": {
+            "type": "object",
+            "properties": {"text": {"type": "string"}, "label": {"type": "string", "enum": ["sport"]}},
+            "required": ["text", "label"],
+        },
+    },
+}
+
+
+class RssSampler:
+    def __init__(self, every_s: float = 0.25) -> None:
+        self.proc = psutil.Process()
+        self.every_s = every_s
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.perf_counter(), self.proc.memory_info().rss))
+            self._stop.wait(self.every_s)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peak_mb(self) -> float:
+        return max(r for _, r in self.samples) / 2**20 if self.samples else 0.0
+
+
+def measure(fn: Any) -> dict[str, Any]:
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    with RssSampler() as rss:
+        done = asyncio.run(fn())
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - t0
+    return {
+        "requests": done,
+        "wall_s": round(wall, 3),
+        "requests_per_s": round(done / wall, 1),
+        "cpu_s_per_1k": round(1000 * cpu / max(done, 1), 3),
+        "requests_per_cpu_s": round(done / max(cpu, 1e-9), 1),
+        "peak_rss_mb": round(rss.peak_mb, 1),
+    }
+
+
+async def bare_loop(url: str, n: int) -> int:
+    sem = asyncio.Semaphore(CONCURRENCY)
+    body = json.dumps({"model": "sim", "messages": PROMPT, "max_tokens": MAX_TOKENS, "response_format": SCHEMA})
+    ok = 0
+    connector = aiohttp.TCPConnector(limit=CONCURRENCY)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one() -> None:
+            nonlocal ok
+            async with sem, session.post(
+                url + "/chat/completions", data=body, headers={"Content-Type": "application/json"}
+            ) as resp:
+                data = await resp.json()
+                if data["choices"][0]["message"]["content"]:
+                    ok += 1
+
+        await asyncio.gather(*(one() for _ in range(n)))
+    return ok
+
+
+async def openai_sdk(url: str, n: int) -> int:
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(base_url=url, api_key="sk-bench", max_retries=2)
+    sem = asyncio.Semaphore(CONCURRENCY)
+    ok = 0
+
+    async def one() -> None:
+        nonlocal ok
+        async with sem:
+            r = await client.chat.completions.create(
+                model="sim",
+                messages=PROMPT,  # type: ignore[arg-type]
+                max_tokens=MAX_TOKENS,
+                response_format=SCHEMA,  # type: ignore[arg-type]
+            )
+            if r.choices[0].message.content:
+                ok += 1
+
+    await asyncio.gather(*(one() for _ in range(n)))
+    await client.close()
+    return ok
+
+
+async def engine_path(url: str, n: int, out: Path, *, rpm: float | None = None, seconds: float | None = None) -> int:
+    run = RunConfig(task="bbc-news", strategy="zero-shot", n=n, max_tokens=MAX_TOKENS)
+    cfg = ProviderConfig(base_url=url, model="sim", max_connections=CONCURRENCY)
+    options = GenerateOptions(out_dir=out, progress=False, reference_real=False)
+    coro = generate(run, cfg, RateLimit(rpm=rpm, max_in_flight=CONCURRENCY), RetryPolicy(), options)
+    if seconds is None:
+        final = await coro
+    else:
+        try:
+            final = await asyncio.wait_for(coro, seconds)
+        except asyncio.TimeoutError:
+            final = json.loads((out / "stats.json").read_text())
+    return int(final.get("accepted", 0))
+
+
+def main() -> dict[str, Any]:
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        loop_name = "uvloop"
+    except ImportError:
+        loop_name = "asyncio"
+    results: dict[str, Any] = {"n_requests": N_REQUESTS, "concurrency": CONCURRENCY, "loop": loop_name}
+    with tempfile.TemporaryDirectory() as tmp, sim_process(SimConfig(seed=1)) as url:
+        asyncio.run(bare_loop(url, 200))  # warm up the server
+        results["bare_aiohttp"] = measure(lambda: bare_loop(url, N_REQUESTS))
+        results["openai_sdk"] = measure(lambda: openai_sdk(url, N_REQUESTS))
+        results["engine"] = measure(lambda: engine_path(url, N_REQUESTS, Path(tmp) / "engine"))
+    bare, sdk, eng = results["bare_aiohttp"], results["openai_sdk"], results["engine"]
+    results["ratios"] = {
+        "engine_vs_bare_requests_per_cpu_s": round(eng["requests_per_cpu_s"] / bare["requests_per_cpu_s"], 3),
+        "engine_vs_sdk_requests_per_cpu_s": round(eng["requests_per_cpu_s"] / sdk["requests_per_cpu_s"], 2),
+        "engine_vs_sdk_requests_per_s": round(eng["requests_per_s"] / sdk["requests_per_s"], 2),
+    }
+
+    # Rate-limit utilisation: the server enforces RPM_LIMIT; the engine is not told, it learns.
+    with tempfile.TemporaryDirectory() as tmp, sim_process(SimConfig(rpm_limit=RPM_LIMIT, seed=2)) as url:
+        out = Path(tmp) / "rpm"
+        t0 = time.perf_counter()
+        asyncio.run(engine_path(url, 10**7, out, seconds=RPM_SECONDS))
+        wall = time.perf_counter() - t0
+        stats = json.loads((out / "stats.json").read_text())
+    sent = stats.get("requests", 0)
+    # the server's bucket starts full: its capacity over the window is one minute's worth plus the refill
+    allowed = RPM_LIMIT + RPM_LIMIT * wall / 60.0
+    results["rate_limit"] = {
+        "rpm_limit": RPM_LIMIT,
+        "seconds": round(wall, 1),
+        "requests": sent,
+        "ok_requests": sent - stats.get("rate_limited", 0),
+        "rate_limited": stats.get("rate_limited", 0),
+        "rate_limited_pct": round(100 * stats.get("rate_limited", 0) / max(sent, 1), 2),
+        "utilisation_pct": round(100 * (sent - stats.get("rate_limited", 0)) / allowed, 1),
+    }
+
+    # Flat memory over a long run.
+    with tempfile.TemporaryDirectory() as tmp, sim_process(SimConfig(seed=3)) as url, RssSampler(1.0) as rss:
+        asyncio.run(engine_path(url, LONG_N, Path(tmp) / "long"))
+    samples = [r for _, r in rss.samples]
+    k = max(1, len(samples) // 5)
+    results["memory"] = {
+        "requests": LONG_N,
+        "rss_mb_at_20pct": round(samples[k] / 2**20, 1) if samples else None,
+        "rss_mb_at_end": round(samples[-1] / 2**20, 1) if samples else None,
+        "growth_pct_after_20pct": round(100 * (samples[-1] - samples[k]) / samples[k], 1) if samples else None,
+    }
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "client.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+    return results
+
+
+def table(r: dict[str, Any]) -> str:
+    lines = [
+        f"Client benchmark ({r['n_requests']} requests, concurrency {r['concurrency']}, {r['loop']}):",
+        "",
+        "| client | requests/s | CPU s / 1k req | requests / CPU s | peak RSS MB |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name in ("bare_aiohttp", "openai_sdk", "engine"):
+        m = r[name]
+        lines.append(
+            f"| {name} | {m['requests_per_s']} | {m['cpu_s_per_1k']} | {m['requests_per_cpu_s']} | {m['peak_rss_mb']} |"
+        )
+    ratios = r["ratios"]
+    lines += [
+        "",
+        f"engine / bare loop, requests per CPU-second: {ratios['engine_vs_bare_requests_per_cpu_s']}",
+        f"engine / openai SDK, requests per CPU-second: {ratios['engine_vs_sdk_requests_per_cpu_s']}",
+    ]
+    rl = r["rate_limit"]
+    lines.append(
+        f"rate limit {rl['rpm_limit']} RPM learned: {rl['utilisation_pct']}% of the server's capacity over "
+        f"{rl['seconds']} s, 429s {rl['rate_limited_pct']}% of {rl['requests']} requests"
+    )
+    mem = r["memory"]
+    lines.append(
+        f"memory over {mem['requests']} requests: {mem['rss_mb_at_20pct']} MB at 20% -> {mem['rss_mb_at_end']} MB "
+        f"at the end ({mem['growth_pct_after_20pct']}%)"
+    )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,252 @@
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from engine.errors import ConfigError
+from evaluators import experiment as ex
+from evaluators.report import read_json
+
+LABELS = ["sport", "tech"]
+WORDS = {"sport": ["goal", "match", "team", "score"], "tech": ["chip", "software", "robot", "code"]}
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def hashing_embed(texts: Sequence[str]) -> np.ndarray:
+    """Deterministic bag-of-hashed-words embedder, L2-normalised (stands in for the ONNX encoder)."""
+    out = np.zeros((len(texts), 256), dtype=np.float32)
+    for i, text in enumerate(texts):
+        for word in text.lower().split():
+            out[i, int(hashlib.md5(word.encode()).hexdigest(), 16) % 256] += 1.0
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    normed: np.ndarray = out / np.maximum(norms, 1e-9)
+    return normed
+
+
+def _text(label: str, i: int, flavour: str) -> str:
+    w = WORDS[label]
+    return f"{flavour} {w[i % 4]} {w[(i + 1) % 4]} {w[(i + 2) % 4]} item{i}"
+
+
+class FakeGenerator:
+    """Writes ``n`` examples per job as JSONL, alternating labels, and records each job it ran."""
+
+    def __init__(self) -> None:
+        self.jobs: list[ex.GenerateJob] = []
+
+    def __call__(self, job: ex.GenerateJob) -> None:
+        self.jobs.append(job)
+        with open(job.out / "data.jsonl", "w") as fh:
+            for i in range(job.n):
+                label = LABELS[i % 2]
+                row = {"id": f"{job.strategy}-{job.seed}-{i}", "label": label, "text": _text(label, i, job.strategy)}
+                fh.write(json.dumps(row) + "\n")
+
+
+def fake_real(split: str) -> tuple[list[str], list[str]]:
+    n = 40 if split == "train" else 20
+    labels = [LABELS[i % 2] for i in range(n)]
+    return [_text(y, i, f"real{split}") for i, y in enumerate(labels)], labels
+
+
+class Centroid:
+    def __init__(self, X: np.ndarray, labels: Sequence[str]) -> None:
+        self.labels = sorted(set(labels))
+        self.c = np.stack([X[[y == c for y in labels]].mean(axis=0) for c in self.labels])
+
+    def predict(self, X):
+        return np.array(self.labels)[np.argmax(X @ self.c.T, axis=1)]
+
+
+def centroid_train(X: np.ndarray, labels: Sequence[str], seed: int) -> Centroid:
+    return Centroid(np.asarray(X), list(labels))
+
+
+GRID: dict[str, Any] = {
+    "task": "fake",
+    "approaches": ["zero-shot", "few-shot"],
+    "quantities": [4, 8],
+    "real_mix": [0, 6],
+    "seeds": [0, 1],
+}
+
+
+def _run(tmp_path: Path, gen: FakeGenerator, grid: dict[str, Any] = GRID, **kw: Any) -> dict[str, Any]:
+    return ex.run_experiment(
+        ex.Grid.from_dict(grid),
+        tmp_path / "out",
+        generate=gen,
+        embed=hashing_embed,
+        real_data=fake_real,
+        train=kw.pop("train", centroid_train),
+        **kw,
+    )
+
+
+def test_grid_from_yaml_and_validation(tmp_path):
+    path = tmp_path / "g.yaml"
+    path.write_text("task: bbc-news\nquantities: [100, 50]\nreal_mix: 0\nhead: {kind: logreg}\n")
+    grid = ex.load_grid(path)
+    assert grid.quantities == (50, 100) and grid.real_mix == (0,) and grid.seeds == (0,)
+    assert grid.approaches == ("zero-shot", "one-shot", "few-shot", "topic")
+    assert grid.head == {"kind": "logreg"}
+    for bad in ({"task": "t"}, {"task": "t", "quantities": [0]}, {"task": "t", "quantities": [5], "colour": 1}):
+        with pytest.raises(ConfigError):
+            ex.Grid.from_dict(bad)
+    with pytest.raises(ConfigError):
+        ex.load_grid(tmp_path / "missing.yaml")
+
+
+def test_cells_for_counts():
+    cells = ex.cells_for(ex.Grid.from_dict(GRID))
+    keys = [c.key for c in cells]
+    assert len(keys) == len(set(keys))
+    # 2 approaches x 2 quantities x 2 real-mix x 2 seeds, + real-only (real 6) x 2 seeds, + full real x 2 seeds
+    assert len(cells) == 16 + 2 + 2
+    assert "zero-shot/syn8/real6/seed1" in keys and "real-only/syn0/real6/seed0" in keys
+    assert "real-full/seed1" in keys
+
+
+def test_interleave_by_label_is_balanced_and_nested():
+    labels = ["a"] * 6 + ["b"] * 3 + ["c"] * 1
+    order = ex.interleave_by_label(labels, seed=0)
+    assert sorted(order) == list(range(10))
+    assert sorted(labels[i] for i in order[:3]) == ["a", "b", "c"]
+    assert ex.interleave_by_label(labels, seed=0) == order
+    assert ex.interleave_by_label(labels, seed=1) != order
+
+
+def test_end_to_end_then_resume(tmp_path):
+    gen = FakeGenerator()
+    messages: list[str] = []
+    results = _run(tmp_path, gen, progress=messages.append)
+    out = tmp_path / "out"
+
+    # generated once per (approach, seed), at the largest quantity
+    assert sorted((j.strategy, j.seed, j.n) for j in gen.jobs) == [
+        ("few-shot", 0, 8),
+        ("few-shot", 1, 8),
+        ("zero-shot", 0, 8),
+        ("zero-shot", 1, 8),
+    ]
+    assert all(j.task == "fake" for j in gen.jobs)
+
+    stored = read_json(out / "results.json")
+    assert stored["cells"] == json.loads(json.dumps(results["cells"]))
+    cells = stored["cells"]
+    assert len(cells) == 20
+    cell = cells["few-shot/syn4/real6/seed1"]
+    assert (cell["n_synthetic"], cell["n_real"], cell["short"]) == (4, 6, False)
+    assert 0.0 <= cell["accuracy"] <= 1.0 and 0.0 <= cell["macro_f1"] <= 1.0
+    assert cells["zero-shot/syn8/real0/seed0"]["n_real"] == 0
+    assert cells["real-full/seed0"]["n_real"] == 40
+    assert cells["real-only/syn0/real6/seed1"]["n_synthetic"] == 0
+    # the toy task is separable by vocabulary, so every model gets it right
+    assert cells["real-full/seed0"]["accuracy"] == 1.0
+    assert set(stored["quality"]) == {"zero-shot/seed0", "zero-shot/seed1", "few-shot/seed0", "few-shot/seed1"}
+    qual = stored["quality"]["few-shot/seed0"]
+    assert qual["n"] == 8 and qual["balance"]["normalized_entropy"] == pytest.approx(1.0)
+    assert qual["label_fidelity"]["fidelity"] == 1.0
+
+    md = (out / "results.md").read_text()
+    assert "## Synthetic only" in md and "## Synthetic + 6 real" in md
+    assert "| zero-shot |" in md and "| few-shot |" in md and "full real train (40)" in md
+    assert "## Quality of the generated data" in md
+    for r in (0, 6):
+        png = out / f"accuracy_real{r}.png"
+        data = png.read_bytes()
+        assert data[:8] == PNG_MAGIC and len(data) > 1000
+    assert any("[20/20]" in m for m in messages)
+
+    # resume: nothing to do, nothing regenerated, no cell retrained
+    calls = []
+
+    def counting_train(X, labels, seed):
+        calls.append(len(labels))
+        return centroid_train(X, labels, seed)
+
+    gen2 = FakeGenerator()
+    again = _run(tmp_path, gen2, train=counting_train)
+    assert gen2.jobs == [] and calls == []
+    assert again["cells"] == stored["cells"]
+
+
+def test_resume_runs_only_new_cells(tmp_path):
+    gen = FakeGenerator()
+    _run(tmp_path, gen, grid=GRID | {"quantities": [4], "real_mix": [0], "quality": False, "baselines": False})
+    assert len(read_json(tmp_path / "out" / "results.json")["cells"]) == 4
+    assert len(gen.jobs) == 4
+
+    # a bigger quantity needs more data: generate again (the generate command resumes), then score only new cells
+    calls = []
+
+    def counting_train(X, labels, seed):
+        calls.append(len(labels))
+        return centroid_train(X, labels, seed)
+
+    gen2 = FakeGenerator()
+    grid = GRID | {"quantities": [4, 8], "real_mix": [0], "quality": False, "baselines": False}
+    results = _run(tmp_path, gen2, grid=grid, train=counting_train)
+    assert len(results["cells"]) == 8
+    assert sorted(calls) == [8, 8, 8, 8]
+    assert [j.n for j in gen2.jobs] == [8, 8, 8, 8]
+
+
+def test_resume_refuses_different_settings(tmp_path):
+    _run(tmp_path, FakeGenerator(), grid=GRID | {"quantities": [4], "quality": False})
+    with pytest.raises(ConfigError, match="different settings"):
+        _run(tmp_path, FakeGenerator(), grid=GRID | {"quantities": [4], "head": {"kind": "other"}})
+
+
+def test_short_generation_is_flagged(tmp_path):
+    class Short(FakeGenerator):
+        def __call__(self, job: ex.GenerateJob) -> None:
+            super().__call__(ex.GenerateJob(task=job.task, strategy=job.strategy, n=5, seed=job.seed, out=job.out))
+
+    grid = {"task": "fake", "approaches": ["topic"], "quantities": [4, 8], "quality": False, "baselines": False}
+    cells = _run(tmp_path, Short(), grid=grid)["cells"]
+    assert cells["topic/syn8/real0/seed0"]["short"] is True
+    assert cells["topic/syn8/real0/seed0"]["n_synthetic"] == 5
+    assert cells["topic/syn4/real0/seed0"]["short"] is False
+
+
+def test_cached_embedder_persists(tmp_path):
+    seen = []
+
+    def embed(texts):
+        seen.extend(texts)
+        return hashing_embed(texts)
+
+    path = tmp_path / "emb.npz"
+    cached = ex.CachedEmbedder(embed, path)
+    a = cached(["x y", "z", "x y"])
+    assert seen == ["x y", "z"] and a.shape == (3, 256)
+    np.testing.assert_array_equal(a[0], a[2])
+    again = ex.CachedEmbedder(embed, path)
+    np.testing.assert_array_equal(again(["z", "x y"]), a[[1, 0]])
+    assert seen == ["x y", "z"]
+
+
+def test_subprocess_generator_command(tmp_path):
+    with pytest.raises(ConfigError):
+        ex.subprocess_generator()
+    script = tmp_path / "fake_python"
+    log = tmp_path / "argv.txt"
+    script.write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
+    script.chmod(0o755)
+    gen = ex.subprocess_generator(local=True, extra_args=["--concurrency", "2"], python=str(script))
+    job = ex.GenerateJob(task="bbc-news", strategy="topic", n=30, seed=2, out=tmp_path / "run")
+    job.out.mkdir()
+    gen(job)
+    (job.out / "data.jsonl").write_text("")
+    gen(job)
+    first, second = log.read_text().splitlines()
+    assert (
+        first
+        == f"-m engine generate bbc-news --strategy topic --n 30 --out {job.out} --seed 2 --provider local --concurrency 2"
+    )
+    assert "--resume" in second.split() and "--resume" not in first.split()
