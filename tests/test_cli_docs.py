@@ -6,6 +6,8 @@ import importlib.util
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "gen_cli_docs.py"
 
@@ -26,7 +28,7 @@ def test_cli_reference_is_up_to_date() -> None:
     assert gen.DOC.read_text() == expected, f"docs/CLI.md is stale: run `{gen.REGENERATE}`"
 
 
-def test_reference_does_not_depend_on_the_terminal(monkeypatch) -> None:
+def test_reference_does_not_depend_on_the_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     gen = _load_generator()
     monkeypatch.setenv("COLUMNS", "40")
     narrow = gen.render()
@@ -35,7 +37,9 @@ def test_reference_does_not_depend_on_the_terminal(monkeypatch) -> None:
     assert "Regenerate with `python scripts/gen_cli_docs.py`" in narrow
 
 
-def test_check_mode_reports_a_stale_file(tmp_path, monkeypatch, capsys) -> None:
+def test_check_mode_reports_a_stale_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     gen = _load_generator()
     stale = tmp_path / "CLI.md"
     stale.write_text("# old\n")

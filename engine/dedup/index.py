@@ -9,6 +9,13 @@ Entries carry a caller-chosen ``label`` (an example id, or a marker for a
 reference text); the LSH itself is keyed by consecutive integers, so repeated
 or odd labels never trip datasketch's duplicate-key check. The index can be
 rebuilt from stored signatures with :meth:`DedupIndex.add_many`.
+
+Speed: datasketch's ``insert``/``query`` build each band key with a numpy
+``byteswap`` per band, which costs more than computing the signature. The
+index computes the very same band keys from one ``byteswap`` of the whole
+signature and talks to the LSH's own band tables, so ``self.lsh`` stays a
+regular ``MinHashLSH``: ``self.lsh.query(LeanMinHash)`` finds what was added
+here (tested), and it can be merged or pickled as usual.
 """
 
 from __future__ import annotations
@@ -43,6 +50,10 @@ class DedupIndex:
         self.seed = seed
         self.scheme: Scheme = scheme
         self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        # Bands as byte ranges of the big-endian signature: what MinHashLSH._byteswap produces per band.
+        size = np.dtype(np.uint32 if scheme == "affine32" else np.uint64).itemsize
+        self._bands = [(start * size, end * size) for start, end in self.lsh.hashranges]
+        self._tables = [getattr(t, "_dict", None) for t in self.lsh.hashtables]
         self._exact: dict[int, int] = {}
         self._labels: list[Hashable] = []
         self._signatures: list[NDArray[np.unsignedinteger]] = []
@@ -57,11 +68,25 @@ class DedupIndex:
         slot = self._exact.get(key)
         return None if slot is None else self._labels[slot]
 
+    def _band_keys(self, signature: NDArray[np.unsignedinteger]) -> list[bytes]:
+        raw = signature.byteswap().tobytes()
+        return [raw[start:end] for start, end in self._bands]
+
+    def candidates(self, signature: NDArray[np.unsignedinteger]) -> set[int]:
+        """Slots sharing at least one band with ``signature`` (what ``MinHashLSH.query`` returns)."""
+        if len(signature) != self.num_perm:
+            raise ValueError(f"expected a signature of {self.num_perm} values, got {len(signature)}")
+        found: set[int] = set()
+        for key, table, storage in zip(self._band_keys(signature), self._tables, self.lsh.hashtables, strict=True):
+            hit = table.get(key) if table is not None else storage.get(key)
+            if hit:
+                found.update(hit)
+        return found
+
     def query_near(self, signature: NDArray[np.unsignedinteger]) -> list[Match]:
         """Verified near-duplicates of ``signature``, most similar first."""
-        lean = LeanMinHash(seed=self.seed, hashvalues=signature, scheme=self.scheme)
         found: list[tuple[float, int]] = []
-        for slot in self.lsh.query(lean):
+        for slot in self.candidates(signature):
             similarity = float(np.count_nonzero(self._signatures[slot] == signature)) / self.num_perm
             if similarity >= self.threshold:
                 found.append((similarity, -slot))
@@ -73,9 +98,16 @@ class DedupIndex:
         self._labels.append(label)
         self._signatures.append(signature)
         self._exact.setdefault(key, slot)
-        self.lsh.insert(
-            slot, LeanMinHash(seed=self.seed, hashvalues=signature, scheme=self.scheme), check_duplication=False
-        )
+        if slot == 0:  # the documented path once, so the LSH learns the scheme and checks the length
+            self.lsh.insert(slot, LeanMinHash(seed=self.seed, hashvalues=signature, scheme=self.scheme))
+            return
+        keys = self._band_keys(signature)
+        self.lsh.keys.insert(slot, *keys)
+        for band_key, table, storage in zip(keys, self._tables, self.lsh.hashtables, strict=True):
+            if table is not None:
+                table[band_key].add(slot)
+            else:
+                storage.insert(band_key, slot)
 
     def add_many(
         self, labels: Sequence[Hashable], keys: Sequence[int], signatures: NDArray[np.unsignedinteger]

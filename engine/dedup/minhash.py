@@ -11,8 +11,8 @@ Schemes: ``"affine32"`` (datasketch 2.x's default: MurmurHash3 pre-mix, then
 ``a*h + b mod 2^32``; uint32 signatures) and ``"legacy"`` (datasketch 1.x:
 ``(a*h + b) mod (2^61 - 1)`` masked to 32 bits; uint64 signatures).
 
-The batch is processed in chunks of whole documents so the
-``shingles x num_perm`` matrix stays around ``chunk_cells`` cells.
+The batch is processed a block of permutations at a time, so memory stays
+bounded (``block_cells``) however many shingles the batch holds.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ __all__ = ["DEFAULT_NUM_PERM", "DEFAULT_SCHEME", "DEFAULT_SEED", "Scheme", "perm
 DEFAULT_NUM_PERM = 128
 DEFAULT_SEED = 1
 DEFAULT_SCHEME: Final = "affine32"
-#: Upper bound on shingles x permutations per numpy step (~32 MiB of uint32).
-DEFAULT_CHUNK_CELLS = 1 << 23
+#: Cells (permutations x shingles) per numpy step: small enough to stay in cache.
+DEFAULT_BLOCK_CELLS = 1 << 20
 
 Scheme = Literal["affine32", "legacy"]
 
@@ -56,11 +56,13 @@ def _fmix32(h: NDArray[np.uint32]) -> NDArray[np.uint32]:
     return h ^ (h >> np.uint32(16))
 
 
-def _permuted(hv: NDArray[np.uint32], a: NDArray[np.unsignedinteger], b: NDArray[np.unsignedinteger], scheme: Scheme):  # type: ignore[no-untyped-def]
+def _permuted(
+    hv: NDArray[np.unsignedinteger], a: NDArray[np.unsignedinteger], b: NDArray[np.unsignedinteger], scheme: Scheme
+) -> NDArray[np.unsignedinteger]:
+    """Permutations ``a``/``b`` (one per row) applied to the pre-mixed shingle hashes ``hv`` (one per column)."""
     if scheme == "affine32":
-        return _fmix32(hv)[:, None] * a[None, :] + b[None, :]
-    wide = hv.astype(np.uint64)[:, None]
-    return ((wide * a[None, :] + b[None, :]) % _MERSENNE) & _MAX32
+        return a[:, None] * hv[None, :] + b[:, None]  # type: ignore[no-any-return]
+    return ((a[:, None] * hv[None, :] + b[:, None]) % _MERSENNE) & _MAX32  # type: ignore[no-any-return]
 
 
 def signatures(
@@ -69,24 +71,25 @@ def signatures(
     num_perm: int = DEFAULT_NUM_PERM,
     seed: int = DEFAULT_SEED,
     scheme: Scheme = DEFAULT_SCHEME,
-    chunk_cells: int = DEFAULT_CHUNK_CELLS,
+    block_cells: int = DEFAULT_BLOCK_CELLS,
 ) -> NDArray[np.unsignedinteger]:
-    """MinHash signatures, one row of ``num_perm`` values per document in ``batch``."""
+    """MinHash signatures, one row of ``num_perm`` values per document in ``batch``.
+
+    Works a block of permutations at a time over all shingles of the batch
+    (permutations x shingles, shingles contiguous), so each
+    ``np.minimum.reduceat`` runs along contiguous memory and a block stays
+    near ``block_cells`` cells whatever the batch size.
+    """
     a, b = permutations(num_perm, seed, scheme)
-    n = len(batch)
-    out = np.empty((n, num_perm), dtype=a.dtype)
-    offsets = batch.offsets
-    max_shingles = max(1, chunk_cells // num_perm)
-    start = 0
-    while start < n:
-        # Take whole documents until the chunk holds max_shingles shingles (at least one document).
-        stop = int(np.searchsorted(offsets, offsets[start] + max_shingles, side="right")) - 1
-        stop = min(max(stop, start + 1), n)
-        lo, hi = int(offsets[start]), int(offsets[stop])
-        permuted = _permuted(batch.hashes[lo:hi], a, b, scheme)
-        out[start:stop] = np.minimum.reduceat(permuted, offsets[start:stop] - lo, axis=0)
-        start = stop
-    return out
+    hv = _fmix32(batch.hashes) if scheme == "affine32" else batch.hashes.astype(np.uint64)
+    starts = batch.offsets[:-1]
+    out = np.empty((num_perm, len(batch)), dtype=a.dtype)
+    if len(batch) == 0:
+        return out.T
+    step = min(num_perm, max(1, block_cells // max(1, len(hv))))
+    for j in range(0, num_perm, step):
+        out[j : j + step] = np.minimum.reduceat(_permuted(hv, a[j : j + step], b[j : j + step], scheme), starts, axis=1)
+    return np.ascontiguousarray(out.T)
 
 
 def to_lean(

@@ -21,7 +21,6 @@ import csv
 import hashlib
 import io
 import json
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -37,7 +36,6 @@ __all__ = ["SPLITS", "clear_cache", "has_real_data", "load_real", "read_table", 
 SPLITS = ("train", "test")
 Split = Literal["train", "test"]
 _FILE_KINDS = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
-_WS = re.compile(r"\s+")
 
 _CACHE: dict[tuple[Any, ...], dict[str, list[Example]]] = {}
 
@@ -48,7 +46,7 @@ def stable_key(seed: int, text: str) -> str:
 
 
 def _norm(text: str) -> str:
-    return _WS.sub(" ", text).strip().lower()
+    return " ".join(text.split()).lower()
 
 
 def clear_cache() -> None:

@@ -123,7 +123,7 @@ def test_auto_mode_uses_chars_for_short_and_words_for_long():
 def test_signatures_equal_datasketch_minhash_fed_the_same_hashes(scheme):
     texts = [normalize(t) for t in [*SHORT, LONG]]
     batch = shingle_batch(texts)
-    sigs = signatures(batch, num_perm=64, seed=7, scheme=scheme, chunk_cells=64 * 50)  # force several chunks
+    sigs = signatures(batch, num_perm=64, seed=7, scheme=scheme, block_cells=1000)  # force several blocks
     for i, text in enumerate(texts):
         lookup = dict(zip(shingle_strings(text), batch.doc(i).tolist(), strict=True))
         m = MinHash(num_perm=64, seed=7, scheme=scheme, hashfunc=lookup.__getitem__)
@@ -238,3 +238,18 @@ async def test_filter_is_a_pipeline_stage():
     f = DedupFilter()
     out = await run_pipeline(aiter_list([ex(1, SHORT[0]), ex(2, SHORT[0]), ex(3, SHORT[1])]), [f])
     assert [r.id for r in out] == ["1", "3"]
+
+
+def test_index_fast_path_leaves_a_regular_datasketch_lsh():
+    f = DedupFilter()
+    texts = [SHORT[0], SHORT[1], LONG, SHORT[5]]
+    signed = f.sign(texts)
+    index = DedupIndex(threshold=0.5)
+    index.add_many(["a", "b", "c", "d"], signed.keys, signed.signatures)
+    reference = MinHashLSH(threshold=0.5, num_perm=128)
+    for slot, row in enumerate(signed.signatures):
+        reference.insert(slot, to_lean(row))
+        assert index.lsh.query(to_lean(row)) == [slot]  # datasketch's own query finds our inserts
+        assert index.candidates(row) == {slot}
+    for table, ref_table in zip(index.lsh.hashtables, reference.hashtables, strict=True):
+        assert dict(table._dict) == dict(ref_table._dict)  # the very same band keys

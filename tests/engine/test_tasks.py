@@ -99,6 +99,11 @@ def test_packaged_splits_disjoint_stratified_deterministic(name: str):
         assert abs(n / total[label] - 0.2) < 0.01, label
     assert train[0].id == "real-train-000000" and test[5].id == "real-test-000005"
     assert all(e.strategy == "real" and e.fields["text"] for e in train[:50])
+
+
+def test_split_is_deterministic_and_seeded():
+    task = load_task("bbc-news")
+    test = load_real(task, "test")
     # Same arguments, same split (cached); a fresh read gives the same too.
     tasks_pkg.clear_cache()
     again = load_real(task, "test")
@@ -174,7 +179,7 @@ def test_user_data_file_csv_bad_label_and_missing_column(tmp_path: Path):
     with pytest.raises(DataError, match="unknown labels"):
         load_real(task, "train", data_file=bad)
     nocol = tmp_path / "nocol.csv"
-    nocol.write_text("sentence,label\ngood film,positive\n")
+    nocol.write_text("words,label\ngood film,positive\n")
     with pytest.raises(DataError, match="no column"):
         load_real(task, "train", data_file=nocol)
     with pytest.raises(DataError, match="does not exist"):

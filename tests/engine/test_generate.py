@@ -1,0 +1,151 @@
+"""``generate`` end to end against the simulator: exactly N, accounted failures, resume after kill -9, errors."""
+
+import asyncio
+import json
+import os
+import random
+import signal
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from engine.config import ProviderConfig, RateLimit, RetryPolicy, RunConfig
+from engine.generate import GenerateOptions, generate
+from engine.sim.config import SimConfig
+from engine.sim.server import running_sim
+from engine.store import read_jsonl
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def rows(path):
+    return list(read_jsonl(path))
+
+
+async def test_exactly_n_unique_balanced_with_faults(tmp_path):
+    async with running_sim(SimConfig(error_rate=0.1, hang_s=5, seed=4)) as sim:
+        run = RunConfig(task="bbc-news", n=53, max_tokens=64)
+        cfg = ProviderConfig(base_url=sim.url, model="sim", timeout_s=1.0)
+        retry = RetryPolicy(max_attempts=3, initial_s=0.01, max_backoff_s=0.05)
+        options = GenerateOptions(out_dir=tmp_path, progress=False, reference_real=False)
+        final = await generate(run, cfg, RateLimit(max_in_flight=16), retry, options)
+    data = rows(tmp_path / "data.jsonl")
+    assert len(data) == 53
+    assert len({r["id"] for r in data}) == 53
+    counts = Counter(r["label"] for r in data)
+    assert max(counts.values()) - min(counts.values()) <= 1
+    for r in data:
+        assert {"id", "label", "text", "strategy", "request_id", "model"} <= set(r)
+    journal = rows(tmp_path / "requests.jsonl")
+    failures = rows(tmp_path / "failures.jsonl")
+    # every request is accounted for: ok or failed, and every failure has a reason
+    assert sum(1 for j in journal if j["status"] == "failed") == len(failures) == final["failed"]
+    assert all(f["reason"] for f in failures)
+    assert final["retries"] > 0
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    for key in ("requests", "rate_limited", "retries", "failed", "accepted", "rejected", "prompt_tokens",
+                "completion_tokens", "elapsed_s"):
+        assert key in stats
+
+
+async def test_near_duplicates_from_the_server_are_filtered(tmp_path):
+    async with running_sim(SimConfig(dup_rate=0.3, seed=5)) as sim:
+        run = RunConfig(task="bbc-news", n=60, max_tokens=64)
+        cfg = ProviderConfig(base_url=sim.url, model="sim")
+        options = GenerateOptions(out_dir=tmp_path, progress=False, reference_real=False)
+        await generate(run, cfg, RateLimit(max_in_flight=4), RetryPolicy(), options)
+        planted = sim.state.planted_dups
+    rejects = rows(tmp_path / "rejects.jsonl")
+    dropped = [r for r in rejects if r["reason"] in ("near_duplicate", "exact_duplicate")]
+    assert planted > 5
+    assert len(dropped) >= 0.9 * planted
+    assert len(rows(tmp_path / "data.jsonl")) == 60
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "engine", *args]
+
+
+async def _run(argv, timeout=60.0):
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_kill_9_and_resume_five_times(tmp_path):
+    n, concurrency = 240, 8
+    out = tmp_path / "run"
+    rng = random.Random(11)
+    async with running_sim(SimConfig(latency_ms=40, seed=6)) as sim:
+        argv = _cli(
+            "generate", "bbc-news", "--n", str(n), "--out", str(out), "--base-url", sim.url, "--model", "sim",
+            "--concurrency", str(concurrency), "--no-progress", "--no-reference-real", "--max-tokens", "64",
+            "--resume",
+        )
+        kills = 0
+        while kills < 5:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, cwd=ROOT
+            )
+            # wait until it is writing, then kill it at a random moment
+            deadline = time.monotonic() + 60
+            start_lines = len(rows(out / "data.jsonl")) if (out / "data.jsonl").exists() else 0
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+                if (out / "data.jsonl").exists() and len(rows(out / "data.jsonl")) > start_lines:
+                    break
+            await asyncio.sleep(rng.uniform(0.0, 0.4))
+            if proc.returncode is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                kills += 1
+            await proc.wait()
+            if len(rows(out / "data.jsonl")) >= n:
+                break
+        code, _, err = await _run(argv, timeout=120)
+        assert code == 0, err
+        paid = sim.state.ok
+    data = rows(out / "data.jsonl")
+    assert len(data) == n
+    assert len({r["id"] for r in data}) == n
+    # an uninterrupted run pays for n requests (one example each, nothing dropped here);
+    # each kill may waste at most what was in flight
+    assert paid <= n + kills * concurrency + len(rows(out / "rejects.jsonl"))
+
+
+async def test_wrong_key_exits_fast_with_one_line_and_no_key():
+    secret = "sk-wrong-0123456789abcdef"
+    async with running_sim(SimConfig(require_key="sk-right")) as sim:
+        env_argv = _cli("generate", "bbc-news", "--n", "5", "--out", "/tmp/never-used-corpusforge",
+                        "--base-url", sim.url, "--model", "sim", "--no-progress")
+        proc = await asyncio.create_subprocess_exec(
+            *env_argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT,
+            env={**os.environ, "OPENAI_API_KEY": secret},
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    text = out.decode() + err.decode()
+    assert proc.returncode != 0
+    assert secret not in text
+    assert "Traceback" not in text
+    lines = [line for line in err.decode().splitlines() if line.strip()]
+    assert len(lines) == 1 and "API key" in lines[0], lines
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["no-such-task", "--base-url", "http://127.0.0.1:9/v1", "--model", "m"], "no-such-task"),
+        (["bbc-news", "--base-url", "http://127.0.0.1:9/v1", "--model", "m"], "cannot connect"),
+        (["bbc-news", "--base-url", "ftp://x", "--model", "m"], "base URL"),
+    ],
+)
+async def test_bad_input_gives_one_line_error(tmp_path, args, needle):
+    code, out, err = await _run(_cli("generate", *args, "--n", "5", "--out", str(tmp_path / "o"), "--no-progress"))
+    assert code != 0
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], lines
