@@ -142,10 +142,14 @@ async def openai_sdk(url: str, n: int) -> int:
     return ok
 
 
-async def engine_path(url: str, n: int, out: Path, *, rpm: float | None = None, seconds: float | None = None) -> int:
+async def engine_path(
+    url: str, n: int, out: Path, *, rpm: float | None = None, seconds: float | None = None, dedup: bool = True
+) -> int:
     run = RunConfig(task="bbc-news", strategy="zero-shot", n=n, max_tokens=MAX_TOKENS)
     cfg = ProviderConfig(base_url=url, model="sim", max_connections=CONCURRENCY)
     options = GenerateOptions(out_dir=out, progress=False, reference_real=False)
+    if not dedup:
+        options = GenerateOptions(out_dir=out, progress=False, reference_real=False, dedup=None)
     coro = generate(run, cfg, RateLimit(rpm=rpm, max_in_flight=CONCURRENCY), RetryPolicy(), options)
     if seconds is None:
         final = await coro
@@ -198,17 +202,20 @@ def main() -> dict[str, Any]:
         "utilisation_pct": round(100 * (sent - stats.get("rate_limited", 0)) / allowed, 1),
     }
 
-    # Flat memory over a long run.
-    with tempfile.TemporaryDirectory() as tmp, sim_process(SimConfig(seed=3)) as url, RssSampler(1.0) as rss:
-        asyncio.run(engine_path(url, LONG_N, Path(tmp) / "long"))
-    samples = [r for _, r in rss.samples]
-    k = max(1, len(samples) // 5)
-    results["memory"] = {
-        "requests": LONG_N,
-        "rss_mb_at_20pct": round(samples[k] / 2**20, 1) if samples else None,
-        "rss_mb_at_end": round(samples[-1] / 2**20, 1) if samples else None,
-        "growth_pct_after_20pct": round(100 * (samples[-1] - samples[k]) / samples[k], 1) if samples else None,
-    }
+    # Flat memory over a long run: the request path alone (dedup off), then with the dedup index,
+    # whose size grows with the examples it must remember (reported per example).
+    for name, dedup in (("memory", False), ("memory_with_dedup", True)):
+        with tempfile.TemporaryDirectory() as tmp, sim_process(SimConfig(seed=3)) as url, RssSampler(1.0) as rss:
+            asyncio.run(engine_path(url, LONG_N, Path(tmp) / "long", dedup=dedup))
+        samples = [r for _, r in rss.samples]
+        k = max(1, len(samples) // 5)
+        results[name] = {
+            "requests": LONG_N,
+            "rss_mb_at_20pct": round(samples[k] / 2**20, 1),
+            "rss_mb_at_end": round(samples[-1] / 2**20, 1),
+            "growth_pct_after_20pct": round(100 * (samples[-1] - samples[k]) / samples[k], 1),
+            "growth_bytes_per_request": round((samples[-1] - samples[k]) / (0.8 * LONG_N)),
+        }
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "client.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -239,11 +246,13 @@ def table(r: dict[str, Any]) -> str:
         f"rate limit {rl['rpm_limit']} RPM learned: {rl['utilisation_pct']}% of the server's capacity over "
         f"{rl['seconds']} s, 429s {rl['rate_limited_pct']}% of {rl['requests']} requests"
     )
-    mem = r["memory"]
-    lines.append(
-        f"memory over {mem['requests']} requests: {mem['rss_mb_at_20pct']} MB at 20% -> {mem['rss_mb_at_end']} MB "
-        f"at the end ({mem['growth_pct_after_20pct']}%)"
-    )
+    for name, what in (("memory", "request path"), ("memory_with_dedup", "with the dedup index")):
+        mem = r[name]
+        lines.append(
+            f"RSS over {mem['requests']} requests, {what}: {mem['rss_mb_at_20pct']} MB at 20% -> "
+            f"{mem['rss_mb_at_end']} MB at the end ({mem['growth_pct_after_20pct']}%, "
+            f"{mem['growth_bytes_per_request']} B/request)"
+        )
     return "\n".join(lines)
 
 

@@ -265,6 +265,50 @@ def section_client(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _corpora(data: dict[str, Any]) -> dict[str, Any]:
+    corpora = get(data, "corpora")
+    return corpora if isinstance(corpora, dict) else {}
+
+
+def headline_dedup(data: dict[str, Any]) -> list[tuple[str, str]]:
+    out = []
+    for kind in _corpora(data):
+        out.append(
+            (f"{kind} texts, vectorised / datasketch update", ratio(get(data, f"corpora.{kind}.speedup_vs_update")))
+        )
+        out.append(
+            (
+                f"{kind} texts, vectorised / datasketch update_batch",
+                ratio(get(data, f"corpora.{kind}.speedup_vs_update_batch")),
+            )
+        )
+    return out or headline_generic(data)
+
+
+def section_dedup(data: dict[str, Any]) -> list[str]:
+    knobs = ", ".join(
+        f"{k} {fmt(get(data, f'knobs.{k}'))}" for k in ("num_perm", "threshold", "planted_fraction", "repeats")
+    )
+    rows = [
+        [
+            kind,
+            fmt(get(data, f"corpora.{kind}.docs")),
+            fmt(get(data, f"corpora.{kind}.docs_per_s.vectorised")),
+            fmt(get(data, f"corpora.{kind}.docs_per_s.datasketch_update")),
+            fmt(get(data, f"corpora.{kind}.docs_per_s.datasketch_update_batch")),
+            ratio(get(data, f"corpora.{kind}.speedup_vs_update")),
+            ratio(get(data, f"corpora.{kind}.speedup_vs_update_batch")),
+            fmt(100 * a, "%") if _is_number(a := get(data, f"corpora.{kind}.agreement")) else MISSING,
+        ]
+        for kind in _corpora(data)
+    ]
+    if not rows:
+        return section_generic(data)
+    header = ["texts", "docs", "vectorised docs/s", "datasketch update docs/s", "update_batch docs/s"]
+    header += ["speedup vs update", "speedup vs update_batch", "same keep/drop decisions"]
+    return [f"Same texts, shingles and LSH index ({knobs}).", "", *_table(header, rows)]
+
+
 @dataclass(frozen=True, slots=True)
 class Renderer:
     title: str
@@ -278,7 +322,7 @@ RENDERERS: dict[str, Renderer] = {
         headline_client,
         section_client,
     ),
-    "dedup": Renderer("Vectorised MinHash vs datasketch's per-document path", headline_generic, section_generic),
+    "dedup": Renderer("Vectorised MinHash vs datasketch's per-document path", headline_dedup, section_dedup),
     "encoder": Renderer(
         "The ONNX encoder on onnxruntime vs the same model on PyTorch", headline_generic, section_generic
     ),

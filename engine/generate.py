@@ -38,7 +38,16 @@ __all__ = ["GenerateOptions", "Generator", "generate"]
 
 STATS_EVERY_S = 2.0
 #: Counters stats.json always shows, zero or not.
-_ALWAYS = ("requests", "rate_limited", "retries", "failed", "accepted", "rejected", "prompt_tokens", "completion_tokens")
+_ALWAYS = (
+    "requests",
+    "rate_limited",
+    "retries",
+    "failed",
+    "accepted",
+    "rejected",
+    "prompt_tokens",
+    "completion_tokens",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,7 +56,8 @@ class GenerateOptions:
     resume: bool = False
     progress: bool = True
     data_file: Path | None = None
-    dedup: DedupConfig = field(default_factory=DedupConfig)
+    #: Near-duplicate filtering; ``None`` turns it off (exact copies are then kept too).
+    dedup: DedupConfig | None = field(default_factory=DedupConfig)
     #: Drop examples that copy any real training example (not only the shots).
     reference_real: bool = False
     workers: int | None = None
@@ -68,7 +78,7 @@ class Generator:
         strategy: Strategy,
         planner: Planner,
         store: RunStore,
-        dedup: DedupFilter,
+        dedup: DedupFilter | None,
         stats: Stats,
         model: str,
         clock: Callable[[], float] = time.monotonic,
@@ -110,9 +120,7 @@ class Generator:
                 if isinstance(outcome.error, FatalError):
                     raise outcome.error
                 self.stats.incr("failed")
-                failures.append(
-                    {"request_id": request.id, "label": label, "reason": _public_error(outcome.error)}
-                )
+                failures.append({"request_id": request.id, "label": label, "reason": _public_error(outcome.error)})
                 journal.append({"request_id": request.id, "label": label, "status": "failed", "kept": 0})
                 continue
             completion = outcome.completion
@@ -137,7 +145,9 @@ class Generator:
             ]
             candidates.append((outcome, examples))
         flat = [ex for _, exs in candidates for ex in exs]
-        verdicts = self.dedup.check_batch(flat) if flat else []
+        verdicts: list[str | None] = (
+            self.dedup.check_batch(flat) if flat and self.dedup is not None else [None] * len(flat)
+        )
         pos = 0
         for outcome, examples in candidates:
             request = outcome.request
@@ -185,12 +195,14 @@ class Generator:
         return snap
 
 
-def manifest_for(run: RunConfig, provider: ProviderConfig, limit: RateLimit, dedup: DedupConfig) -> dict[str, Any]:
+def manifest_for(
+    run: RunConfig, provider: ProviderConfig, limit: RateLimit, dedup: DedupConfig | None
+) -> dict[str, Any]:
     from dataclasses import asdict
 
     fingerprint = run.fingerprint()
     fingerprint["model"] = provider.model
-    fingerprint["dedup"] = asdict(dedup)
+    fingerprint["dedup"] = asdict(dedup) if dedup is not None else None
     return {
         "version": 1,
         "fingerprint": fingerprint,
@@ -229,12 +241,75 @@ async def generate(
         top_p=run.top_p,
         train_examples=train,
     )
-    store = RunStore(options.out_dir)
-    manifest = manifest_for(run, provider_cfg, limit, options.dedup)
-    resumed: ResumeState = store.open(manifest, resume=options.resume, field_names=task.fields)
-    state = store.read_state()
-    if state.get("structured") is False:
-        strategy.structured = False
+    async with make_session(provider_cfg) as session:
+        base = OpenAIProvider(session, provider_cfg)
+        # before anything touches --out: a wrong URL or key leaves nothing behind to resume
+        await _preflight(base, provider_cfg)
+        with RunStore(options.out_dir) as store:
+            manifest = manifest_for(run, provider_cfg, limit, options.dedup)
+            resumed = store.open(manifest, resume=options.resume, field_names=task.fields)
+            if store.read_state().get("structured") is False:
+                strategy.structured = False
+            dedup = _dedup_filter(options, strategy, train, resumed, stats)
+            stats.merge({k: v for k, v in resumed.stats.items() if k != "elapsed_s"})
+            planner = Planner(
+                list(task.labels),
+                n=run.n,
+                per_request=run.per_request,
+                seed=run.seed,
+                cap=run.request_cap,
+                balance=run.balance,
+                done=resumed.done_requests,
+                accepted=resumed.accepted_by_label,
+                requests_done=resumed.requests_by_label,
+            )
+            metered = Metered(base, stats)
+            controller = AdmissionController(limit)
+            limited = RateLimitedProvider(metered, controller, TokenCounter())
+            provider: Provider = RetryingProvider(limited, retry, stats=stats, rng=random.Random(run.seed))
+            await strategy.prepare(provider.complete, options.out_dir)
+            gen = Generator(
+                task=task,
+                run=run,
+                strategy=strategy,
+                planner=planner,
+                store=store,
+                dedup=dedup,
+                stats=stats,
+                model=provider_cfg.model,
+            )
+
+            def extra() -> dict[str, Any]:
+                snap = controller.snapshot()
+                snap["in_flight"] = metered.in_flight
+                snap["phase"] = "generating"
+                return snap
+
+            gen.extra_stats = extra
+            scheduler = Scheduler(
+                provider,
+                workers=options.workers or limit.max_in_flight,
+                fallback=_structured_fallback(strategy, store, stats),
+            )
+            view = view_factory(gen.snapshot) if view_factory else contextlib.nullcontext()
+            try:
+                with view:
+                    await scheduler.run(gen.next_request, gen.consume)
+            finally:
+                final = gen.snapshot()
+                final["phase"] = "done" if planner.finished else "stopped"
+                final["requests_planned"] = planner.issued
+                final["request_cap_reached"] = planner.exhausted and not planner.finished
+                store.write_stats(final)
+            return final
+
+
+def _dedup_filter(
+    options: GenerateOptions, strategy: Strategy, train: list[Example] | None, resumed: ResumeState, stats: Stats
+) -> DedupFilter | None:
+    """The streaming near-duplicate filter, primed with what must not be copied and what a resumed run kept."""
+    if options.dedup is None:
+        return None
     dedup = DedupFilter(options.dedup, stats=stats)
     refs = list(strategy.reference_texts())
     if options.reference_real and train is not None:
@@ -243,79 +318,27 @@ async def generate(
         dedup.add_reference(refs)
     if resumed.examples:
         dedup.rebuild(resumed.examples)
-    stats.merge({k: v for k, v in resumed.stats.items() if k not in ("elapsed_s",)})
-    planner = Planner(
-        list(task.labels),
-        n=run.n,
-        per_request=run.per_request,
-        seed=run.seed,
-        cap=run.request_cap,
-        balance=run.balance,
-        done=resumed.done_requests,
-        accepted=resumed.accepted_by_label,
-        requests_done=resumed.requests_by_label,
-    )
+    return dedup
 
-    session = make_session(provider_cfg)
-    try:
-        base = OpenAIProvider(session, provider_cfg)
-        await _preflight(base, provider_cfg)
-        metered = Metered(base, stats)
-        controller = AdmissionController(limit)
-        counter = TokenCounter()
-        limited = RateLimitedProvider(metered, controller, counter)
-        provider: Provider = RetryingProvider(limited, retry, stats=stats, rng=random.Random(run.seed))
-        await strategy.prepare(provider.complete, options.out_dir)
 
-        gen = Generator(
-            task=task,
-            run=run,
-            strategy=strategy,
-            planner=planner,
-            store=store,
-            dedup=dedup,
-            stats=stats,
-            model=provider_cfg.model,
-        )
+def _structured_fallback(
+    strategy: Strategy, store: RunStore, stats: Stats
+) -> Callable[[Request, EngineError], Request | None]:
+    """When the provider rejects ``response_format``, switch the run to free text once, and remember it."""
 
-        def extra() -> dict[str, Any]:
-            snap = controller.snapshot()
-            snap["in_flight"] = metered.in_flight
-            snap["phase"] = "generating"
-            return snap
-
-        gen.extra_stats = extra
-
-        def fallback(request: Request, exc: EngineError) -> Request | None:
-            # Structured output rejected: fall back to free text once for the whole run, and remember it.
-            if isinstance(exc, BadRequest) and request.response_format is not None:
-                if strategy.structured:
-                    strategy.structured = False
-                    store.write_state({**store.read_state(), "structured": False})
-                    stats.incr("structured_fallback")
-                label = request.label or ""
-                seed = request.seed if request.seed is not None else 0
-                return strategy.build(request_id=request.id, label=label, seed=seed)
+    def fallback(request: Request, exc: EngineError) -> Request | None:
+        if not isinstance(exc, BadRequest) or request.response_format is None:
             return None
+        if strategy.structured:
+            strategy.structured = False
+            store.write_state({**store.read_state(), "structured": False})
+            stats.incr("structured_fallback")
+        seed = request.seed if request.seed is not None else 0
+        retry = strategy.build(request_id=request.id, label=request.label or "", seed=seed)
+        retry.stream = request.stream
+        return retry
 
-        workers = options.workers or limit.max_in_flight
-        scheduler = Scheduler(provider, workers=workers, fallback=fallback)
-        view = view_factory(gen.snapshot) if view_factory else contextlib.nullcontext()
-        try:
-            with view:
-                await scheduler.run(gen.next_request, gen.consume)
-        finally:
-            final = gen.snapshot()
-            final["phase"] = "done" if planner.finished else "stopped"
-            final["requests_planned"] = planner.issued
-            final["request_cap_reached"] = planner.exhausted and not planner.finished
-            store.write_stats(final)
-            store.close()
-        return final
-    finally:
-        await session.close()
-        with contextlib.suppress(Exception):
-            store.close()
+    return fallback
 
 
 async def _preflight(provider: OpenAIProvider, cfg: ProviderConfig) -> None:

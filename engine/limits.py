@@ -415,10 +415,10 @@ class AdmissionController:
         )
         estimate = min(server_cap, level + (now - ticket.t) * server_rate) - sent_since
         estimate -= max(1.0, HEADROOM * server_cap)
-        if user_limit is None or server_cap <= user_limit:
+        if server_limit is not None and (user_limit is None or server_limit <= user_limit):
             bucket.set_level(estimate, now)  # the server's budget governs: agree with it both ways
         else:
-            bucket.set_level(min(bucket.refill(now), estimate), now)
+            bucket.set_level(min(bucket.refill(now), estimate), now)  # ours governs: only ever lower it
         self._synced[kind] = ticket.requests_mark
         return True
 

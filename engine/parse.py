@@ -16,7 +16,10 @@ Labels are matched to the task's label set ignoring case, spaces and hyphens,
 then fuzzily (``difflib``); a missing label means the requested one. Reject
 reasons: ``empty``, ``placeholder``, ``too_short``, ``too_long``, ``refusal``,
 ``missing_field``, ``missing_label``, ``unknown_label``, ``wrong_label``,
-``truncated``, ``unparseable`` (and ``parser_error``, which would be our bug).
+``prompt_echo`` (the text is, or nearly is, a label's description or the
+task's, as small models often answer), ``identical_fields`` (a pair task's
+texts are the same), ``truncated``, ``unparseable`` (and ``parser_error``,
+which would be our bug).
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ REASONS = (
     "missing_label",
     "unknown_label",
     "wrong_label",
+    "prompt_echo",
+    "identical_fields",
     "truncated",
     "unparseable",
     "parser_error",
@@ -73,7 +78,7 @@ _FIELD_ALIASES: dict[str, tuple[str, ...]] = {
     "question": ("question", "query", "q"),
 }  # fmt: skip
 _TITLE_KEYS = ("title", "headline")
-_LABEL_KEYS = ("label", "class", "category", "sentiment", "emotion", "topic", "answer", "labels")
+_LABEL_KEYS = ("label", "class", "category", "sentiment", "emotion", "answer", "labels")
 _LIST_KEYS = ("examples", "data", "items", "results", "samples", "outputs", "reviews", "tweets", "texts", "articles")
 _BOOL_ALIASES = {"yes": "true", "no": "false", "y": "true", "n": "false"}
 
@@ -84,9 +89,14 @@ _PREAMBLE = re.compile(
     re.IGNORECASE,
 )
 _AS_AN_AI = re.compile(r"^\s*as an ai(?: language model)?\b[^.!\n]*[.!,]?\s*", re.IGNORECASE)
+_CANT = r"(?:can'?t|cannot|can not|am unable|'?m unable|am not able|'?m not able|won'?t|will not)"
+#: Refusals, not tweets that merely start "I can't believe ...": an apology or "as an AI" with a can't, or
+#: a can't followed by a verb of doing the task.
 _REFUSAL = re.compile(
-    r"^\s*(?:i'?m sorry|i am sorry|sorry,? (?:but )?i|i apologi[sz]e|i cannot|i can'?t|i can not|i am unable"
-    r"|i'?m unable|i'?m not able|i am not able|i won'?t be able|unfortunately,? i|as an ai\b)",
+    rf"^\s*(?:(?:i'?m|i am) sorry|sorry|i apologi[sz]e|unfortunately)\b[^.!?\n]{{0,40}}\b(?:i\s*)?{_CANT}"
+    rf"|^\s*i\s*{_CANT}\s+(?:to\s+)?(?:help|assist|provide|create|write|generate|produce|comply|fulfil|do that|"
+    r"complete|engage|support|answer|continue)"
+    rf"|^\s*as an ai\b[^.!\n]*\b{_CANT}",
     re.IGNORECASE,
 )
 _OUTRO = re.compile(
@@ -106,6 +116,13 @@ _PLACEHOLDER = re.compile(
 _WRAP_QUOTES = "\"'\u201c\u201d\u2018\u2019`"
 _LABEL_INLINE = re.compile(r"\(?\s*(?:\*\*)?label(?:\*\*)?\s*[:=]\s*(?P<label>[^)\n]+?)\s*\)?\s*$", re.IGNORECASE)
 _WS_LABEL = re.compile(r"[\s\-/]+")
+_NON_WORD = re.compile(r"[\W_]+")
+#: Similarity (difflib ratio) above which a short text counts as an echo of a description from the prompt.
+_ECHO_RATIO = 0.85
+
+
+def _echo_key(text: str) -> str:
+    return _NON_WORD.sub(" ", text.lower()).strip()
 
 
 # -- JSON ------------------------------------------------------------------------
@@ -228,11 +245,12 @@ def _dict_item(d: dict[str, Any], task: Task) -> tuple[dict[str, str] | None, An
         if isinstance(value, dict | list) or value is None:
             return None, None, "missing_field"
         fields[f] = str(value)
-    if not task.is_pair and not any(k in low for k in _TITLE_KEYS if k in used):
-        title = _lookup(low, _TITLE_KEYS)
+    title = _lookup(low, _TITLE_KEYS) if not task.is_pair else None
+    if isinstance(title, str) and title.strip():
         f = task.fields[0]
-        if isinstance(title, str) and title.strip() and fields[f] != title and not fields[f].startswith(title.strip()):
-            fields[f] = f"{title.strip()}\n\n{fields[f].strip()}"
+        body = fields[f]
+        if body != title and not body.lstrip().startswith(title.strip()):
+            fields[f] = f"{title.strip()}\n\n{body.strip()}"
     return fields, _lookup(low, _LABEL_KEYS), ""
 
 
@@ -246,7 +264,7 @@ def _candidates(value: Any, depth: int = 0) -> list[Any]:
         return out
     if isinstance(value, dict):
         low = {str(k).strip().lower(): v for k, v in value.items()}
-        if any(k in low for aliases in _FIELD_ALIASES.values() for k in aliases):
+        if any(isinstance(low.get(k), str) for aliases in _FIELD_ALIASES.values() for k in aliases):
             return [value]
         for k in _LIST_KEYS:
             if isinstance(low.get(k), list):
@@ -262,6 +280,20 @@ class _Parser:
         self.task = task
         self.expected = expected_label
         self.result = ParseResult()
+        self.echoes = {_echo_key(d) for d in (*task.label_descriptions.values(), task.description, task.domain) if d}
+
+    def _echoes(self, value: str) -> bool:
+        """The value is one of the prompt's descriptions, give or take a few words."""
+        key = _echo_key(value)
+        if key in self.echoes:
+            return True
+        for echo in self.echoes:
+            if 2 * min(len(key), len(echo)) < _ECHO_RATIO * (len(key) + len(echo)):
+                continue  # lengths alone rule it out (difflib's real_quick_ratio), without building a matcher
+            matcher = difflib.SequenceMatcher(None, key, echo, autojunk=False)
+            if matcher.quick_ratio() >= _ECHO_RATIO and matcher.ratio() >= _ECHO_RATIO:
+                return True
+        return False
 
     def reject(self, raw: Any, reason: str) -> None:
         text = raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False)
@@ -279,6 +311,10 @@ class _Parser:
         joined = "\n".join(values)
         if len(joined) < 200 and _REFUSAL.match(joined):
             return self.reject(raw, "refusal")
+        if len(joined) < 300 and any(self._echoes(v) for v in values):
+            return self.reject(raw, "prompt_echo")
+        if len(values) > 1 and len({_echo_key(v) for v in values}) == 1:
+            return self.reject(raw, "identical_fields")
         if label_raw is None or (isinstance(label_raw, str) and not label_raw.strip()):
             if self.expected is None:
                 return self.reject(raw, "missing_label")
@@ -358,7 +394,7 @@ class _Parser:
         elif m and m.start() > 0:
             label, lines = m.group("label"), [*lines[:-1], last[: m.start()]]
         text = "\n".join(lines).strip()
-        if self.task.is_pair:
+        if self.task.is_pair or not any(ch.isalpha() for ch in text):
             return self.reject(s, "unparseable")
         return self.add(s, {self.task.fields[0]: _strip_key_prefix(text)}, label)
 

@@ -72,6 +72,7 @@ class Scheduler:
         queue_size: int | None = None,
         max_batch: int = 256,
         drain_timeout_s: float = 60.0,
+        linger_s: float = 0.005,
         fallback: Fallback | None = None,
     ) -> None:
         if workers < 1:
@@ -81,6 +82,8 @@ class Scheduler:
         self.queue_size = queue_size or 2 * workers
         self.max_batch = max_batch
         self.drain_timeout_s = drain_timeout_s
+        #: How long the consumer waits for more outcomes to batch after the first (vectorised stages gain).
+        self.linger_s = linger_s
         self.fallback = fallback
         self._stopping = False
         self.sent = 0
@@ -108,7 +111,8 @@ class Scheduler:
         send right now; it is asked again after every consumed batch.
         """
         requests: asyncio.Queue[object] = asyncio.Queue(self.queue_size)
-        results: asyncio.Queue[Outcome] = asyncio.Queue(self.queue_size)
+        # small: an outcome waiting here is paid for but not yet on disk
+        results: asyncio.Queue[Outcome] = asyncio.Queue(self.workers)
         wakeup = asyncio.Event()
         busy = 0  # requests taken by workers and not yet consumed
         self._stopping = False
@@ -149,6 +153,8 @@ class Scheduler:
                             return  # dry: nothing more to send and nothing in flight
                         await requests.put(request)
                 first = await results.get()
+                if self.linger_s and busy > 1:
+                    await asyncio.sleep(self.linger_s)
                 batch = [first]
                 while len(batch) < self.max_batch and not results.empty():
                     batch.append(results.get_nowait())

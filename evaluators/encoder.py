@@ -44,6 +44,7 @@ __all__ = [
     "VARIANTS",
     "Encoder",
     "EmbeddingCache",
+    "TOKENIZER_FILES",
     "Tokenized",
     "export_dir",
     "join_fields",
@@ -60,7 +61,7 @@ EMBEDDINGS_OUTPUT = "embeddings"
 #: Bump when the files we write into the export directory change shape.
 _FORMAT = 1
 _MODEL_FILES = {"fp32": "model.onnx", "opt": "model_opt.onnx", "int8": "model_int8.onnx"}
-_TOKENIZER_FILES = (
+TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
@@ -162,7 +163,7 @@ def _export(out: Path) -> None:
 
     model = onnx.load(str(raw / "model.onnx"))
     onnx.save(append_pooling(model), str(out / _MODEL_FILES["fp32"]))
-    for name in _TOKENIZER_FILES:
+    for name in TOKENIZER_FILES:
         if (src / name).exists():
             shutil.copy2(src / name, out / name)
     (out / "encoder.json").write_text(json.dumps(_encoder_config(src), indent=2) + "\n")

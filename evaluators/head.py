@@ -7,7 +7,6 @@ graph as MatMul/Add nodes. Training takes seconds on a few thousand embeddings.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -151,7 +150,3 @@ def _fit_mlp(
         (first.weight.detach().numpy().T.copy(), first.bias.detach().numpy().copy()),
         (last.weight.detach().numpy().T.copy(), last.bias.detach().numpy().copy()),
     ]
-
-
-def label_counts(y: Sequence[str]) -> dict[str, int]:
-    return dict(sorted(Counter(y).items()))

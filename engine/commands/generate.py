@@ -65,6 +65,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data", type=Path, help="real data file (JSONL/CSV/Parquet) for tasks without packaged data")
     g = p.add_argument_group("filtering and output")
     g.add_argument("--dedup-threshold", type=float, help="MinHash Jaccard threshold for near-duplicates")
+    g.add_argument("--no-dedup", action="store_true", help="keep exact and near-duplicates (no filtering)")
     g.add_argument("--no-reference-real", action="store_true", help="do not drop copies of real training examples")
     g.add_argument("--price-in", type=float, help="USD per 1M prompt tokens, for the cost estimate")
     g.add_argument("--price-out", type=float, help="USD per 1M completion tokens, for the cost estimate")
@@ -104,7 +105,13 @@ def run(args: argparse.Namespace) -> int:
     )
     limit = RateLimit(rpm=args.rpm, tpm=args.tpm, max_in_flight=args.concurrency)
     retry = RetryPolicy(max_attempts=args.max_attempts)
-    dedup = DedupConfig() if args.dedup_threshold is None else DedupConfig(threshold=args.dedup_threshold)
+    dedup: DedupConfig | None = (
+        None
+        if args.no_dedup
+        else DedupConfig()
+        if args.dedup_threshold is None
+        else DedupConfig(threshold=args.dedup_threshold)
+    )
     options = GenerateOptions(
         out_dir=args.out,
         resume=args.resume,

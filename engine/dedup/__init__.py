@@ -4,6 +4,7 @@ from .filter import DEFAULT_THRESHOLD, DedupConfig, DedupFilter, Reference, Sign
 from .index import DedupIndex, Match
 from .minhash import DEFAULT_NUM_PERM, DEFAULT_SCHEME, DEFAULT_SEED, Scheme, permutations, signatures, to_lean
 from .normalize import exact_key, normalize
+from .records import Records, read_records, write_records
 from .shingle import ShingleBatch, ShingleMode, shingle_batch, shingle_strings
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "DedupFilter",
     "DedupIndex",
     "Match",
+    "Records",
     "Reference",
     "Scheme",
     "ShingleBatch",
@@ -23,8 +25,10 @@ __all__ = [
     "exact_key",
     "normalize",
     "permutations",
+    "read_records",
     "shingle_batch",
     "shingle_strings",
     "signatures",
     "to_lean",
+    "write_records",
 ]

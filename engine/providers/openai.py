@@ -187,6 +187,11 @@ class OpenAIProvider(Provider):
         finish = ""
         done = False
         buffer = b""
+        protocol = resp.connection.protocol if resp.connection is not None else None
+        if protocol is not None and resp.headers.get("Server", "").startswith("llama.cpp"):
+            # llama.cpp's server closes the connection after a streamed response without saying so (no
+            # "Connection: close"), so a pooled reuse fails the next request: keep it out of the pool.
+            protocol.force_close()
         async for piece in resp.content.iter_any():
             buffer += piece
             *lines, buffer = buffer.split(b"\n")

@@ -103,6 +103,9 @@ class Simulator:
         self._closing.set()
 
     async def models(self, request: web.Request) -> web.Response:
+        if self._auth is not None and request.headers.get("Authorization") != self._auth:
+            self.state.unauthorized += 1
+            return _error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
         body = {"object": "list", "data": [{"id": self.cfg.model, "object": "model", "owned_by": "corpusforge-sim"}]}
         return web.json_response(body)
 

@@ -77,7 +77,8 @@ class Strategy:
         blocks, meta = self._context(rng, label)
         if self.attributes:
             attrs = self._sample_attributes(rng, label, meta.get("topic"))
-            blocks.append(prompts.ATTRIBUTES_BLOCK.format(**attrs))
+            what = "example" if self.per_request == 1 else "examples"
+            blocks.append(prompts.ATTRIBUTES_BLOCK.format(what=what, **attrs))
             meta["attributes"] = attrs
         user = "\n\n".join([self._task_block(), *blocks, self._request_lines(label)])
         meta = {"strategy": self.name, **meta, "per_request": self.per_request, "structured": self.structured}

@@ -61,7 +61,7 @@ SHOT_MAX_CHARS = 1200
 
 TOPIC_LINE = 'The example is about this topic: "{topic}".'
 
-ATTRIBUTES_BLOCK = """Make the example:
+ATTRIBUTES_BLOCK = """Make the {what}:
 - length: {length}
 - style: {style}
 - written for: {audience}

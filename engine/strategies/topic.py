@@ -30,7 +30,9 @@ TOPICS_MAX_TOKENS = 400
 #: Fewer usable topics than this and the label falls back to the generic sub-topics.
 MIN_TOPICS = 3
 _MAX_TOPIC_CHARS = 80
+_JSONISH = re.compile(r'[{}\[\]]|":')
 _BULLET = re.compile(r"^\s*(?:\d{1,3}[.):]|[-*\u2022])\s*")
+_QUOTED = re.compile(r'"((?:[^"\\\n]|\\.)*)"\s*(?=[,\]]|\s*$)')
 
 
 def _clean_topic(raw: Any) -> str:
@@ -41,18 +43,24 @@ def _clean_topic(raw: Any) -> str:
 
 
 def parse_topics(text: str) -> list[str]:
-    """Distinct short topic phrases from a model reply (JSON list, ``{"topics": [...]}``, or lines)."""
+    """Distinct short topic phrases from a model reply (JSON list, ``{"topics": [...]}``, cut-off JSON, or lines)."""
     value = extract_json(text)
     if isinstance(value, dict):
         lists = [v for v in value.values() if isinstance(v, list)]
         value = lists[0] if lists else None
-    candidates: list[Any] = value if isinstance(value, list) else text.splitlines()
+    candidates: list[Any]
+    if isinstance(value, list):
+        candidates = value
+    elif "[" in text and '"' in text:  # a JSON list cut off by max_tokens: its complete strings
+        candidates = _QUOTED.findall(text[text.index("[") :])
+    else:
+        candidates = text.splitlines()
     out: list[str] = []
     seen: set[str] = set()
     for cand in candidates:
         topic = _clean_topic(cand)
         key = topic.lower()
-        if not 3 <= len(topic) <= _MAX_TOPIC_CHARS or key in seen or topic.endswith(":") or topic[:1] in "{[":
+        if not 3 <= len(topic) <= _MAX_TOPIC_CHARS or key in seen or topic.endswith(":") or _JSONISH.search(topic):
             continue
         seen.add(key)
         out.append(topic)

@@ -225,7 +225,12 @@ def _to_examples(split: str, rows: list[RawRow], origin: str) -> list[Example]:
 
 
 def load_real(task: Task, split: Split | str, *, data_file: str | Path | None = None, seed: int = 0) -> list[Example]:
-    """The task's real examples of ``split`` ("train" or "test"); raises ``DataError`` when there are none."""
+    """The task's real examples of ``split`` ("train" or "test"); raises ``DataError`` when there are none.
+
+    ``seed`` chooses the split itself: 0 is the canonical split that evaluation uses, so generation (the shots
+    of one/few-shot prompts) should load the train split with the same seed 0, not the run's sampling seed,
+    or test examples can leak into prompts.
+    """
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}", hint="use train or test")
     path = Path(data_file).resolve() if data_file is not None else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,7 +14,7 @@ from engine.cli import main
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "dedup" / "small.jsonl"
 
 
-def load(path: Path) -> list[dict]:
+def load(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
@@ -45,7 +46,9 @@ def test_other_formats_round_trip(tmp_path, fmt):
             writer.writeheader()
             writer.writerows(rows)
     else:
-        pq.write_table(pa.Table.from_pylist([{k: r.get(k) for k in ("id", "text", "label", "source")} for r in rows]), src)
+        pq.write_table(
+            pa.Table.from_pylist([{k: r.get(k) for k in ("id", "text", "label", "source")} for r in rows]), src
+        )
     out = tmp_path / f"out.{fmt}"
     assert main(["dedup", str(src), "--out", str(out), "--quiet"]) == 0
     if fmt == "csv":

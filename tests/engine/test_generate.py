@@ -112,15 +112,16 @@ async def test_kill_9_and_resume_five_times(tmp_path):
     data = rows(out / "data.jsonl")
     assert len(data) == n
     assert len({r["id"] for r in data}) == n
-    # an uninterrupted run pays for n requests (one example each, nothing dropped here);
-    # each kill may waste at most what was in flight
-    assert paid <= n + kills * concurrency + len(rows(out / "rejects.jsonl"))
+    # an uninterrupted run pays for n requests (one example each, nothing dropped here); each kill may
+    # waste at most what was in flight: sent and not yet on disk, i.e. the workers' requests plus the
+    # answers queued for the writer (a queue as long as the worker count)
+    assert paid <= n + kills * 2 * concurrency + len(rows(out / "rejects.jsonl"))
 
 
-async def test_wrong_key_exits_fast_with_one_line_and_no_key():
+async def test_wrong_key_exits_fast_with_one_line_and_no_key(tmp_path):
     secret = "sk-wrong-0123456789abcdef"
     async with running_sim(SimConfig(require_key="sk-right")) as sim:
-        env_argv = _cli("generate", "bbc-news", "--n", "5", "--out", "/tmp/never-used-corpusforge",
+        env_argv = _cli("generate", "bbc-news", "--n", "5", "--out", str(tmp_path / "o"),
                         "--base-url", sim.url, "--model", "sim", "--no-progress")
         proc = await asyncio.create_subprocess_exec(
             *env_argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT,
@@ -133,6 +134,7 @@ async def test_wrong_key_exits_fast_with_one_line_and_no_key():
     assert "Traceback" not in text
     lines = [line for line in err.decode().splitlines() if line.strip()]
     assert len(lines) == 1 and "API key" in lines[0], lines
+    assert not (tmp_path / "o" / "manifest.json").exists()  # nothing started, so nothing to resume
 
 
 @pytest.mark.parametrize(

@@ -323,6 +323,18 @@ async def test_resync_with_remaining_and_reset(vt: VirtualTime) -> None:
     assert vt.now == pytest.approx(1000.5 + (1 - (0.1 + 5 - 3 - 6)) / 10)
 
 
+async def test_remaining_without_a_limit_only_lowers_the_level(vt: VirtualTime) -> None:
+    ctl = controller(vt, rpm=60)
+    for _ in range(59):
+        ctl.release(await ctl.acquire())
+    bucket = ctl._rpm
+    assert bucket is not None and bucket.refill() == pytest.approx(1)
+    ctl.release(await ctl.acquire(), headers={"x-ratelimit-remaining-requests": "5000"})
+    assert bucket.refill() == pytest.approx(0)  # not refilled from a budget of unknown size
+    ctl.release(await ctl.acquire(), headers={"x-ratelimit-remaining-requests": "0"})
+    assert bucket.refill() < -1  # but told it is empty, it believes it
+
+
 async def test_stale_headers_do_not_override_newer_ones(vt: VirtualTime) -> None:
     ctl = controller(vt)
     old = await ctl.acquire()
@@ -549,3 +561,18 @@ async def test_paces_at_a_learned_limit_without_429s(vt: VirtualTime, latency_s:
 def test_ticket_repr() -> None:
     assert "tokens=5" in repr(Ticket(5, 1.0, 1, 5))
     assert issubclass(RateLimited, EngineError)
+
+
+async def test_real_loop_timers_and_early_wakeup() -> None:
+    """The production path (loop timers, not an injected sleep): waits end, and a refund ends one early."""
+    ctl = AdmissionController(RateLimit(rpm=6000, tpm=60_000))
+    ctl.pause(0.02)
+    ctl.release(await asyncio.wait_for(ctl.acquire(), 5))
+    big = await ctl.acquire(59_000)
+    waiter = asyncio.ensure_future(ctl.acquire(30_000))  # would need ~29 s of refill
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    ctl.release(big, used_tokens=100)
+    ctl.release(await asyncio.wait_for(waiter, 5))
+    bucket = Bucket(6000, level=0)
+    await asyncio.wait_for(asyncio.gather(*(bucket.acquire() for _ in range(3))), 5)

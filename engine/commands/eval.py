@@ -1,0 +1,207 @@
+"""``corpusforge eval``: train a classifier on (synthetic) data, score it on real test data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, DataError
+
+NAME = "eval"
+HELP = "train a classifier on synthetic (+ some real) data and score it on real test data"
+DESCRIPTION = (
+    "Embed the training texts with the ONNX sentence encoder (all-MiniLM-L6-v2), fit a light head "
+    "(logistic regression by default) and score it on --test: accuracy, macro-F1, per-class scores and the "
+    "confusion matrix go to OUT/report.json, the classifier (one ONNX model) to OUT/model/. Inputs are JSONL, "
+    "CSV or Parquet files with a `text` (or pair fields) and a `label` column, or `generate` run directories; "
+    "a built-in task name (e.g. bbc-news) stands for its real data split. --real-train/--real-n mix N real "
+    "examples (stratified, seeded) into the synthetic ones."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from evaluators.encoder import DEFAULT_VARIANT, VARIANTS  # light: numpy only
+    from evaluators.head import HEAD_KINDS
+
+    parser.add_argument("--train", action="append", default=[], metavar="FILE", help="training data (repeatable)")
+    parser.add_argument("--real-train", metavar="FILE", help="real labelled data to mix in (or a task name)")
+    parser.add_argument("--real-n", type=int, metavar="N", help="how many --real-train examples to mix in (all)")
+    parser.add_argument("--test", required=True, metavar="FILE", help="real test data (or a task name)")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="where report.json and model/ go")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the real-data sample and the head")
+    parser.add_argument("--variant", choices=VARIANTS, default=DEFAULT_VARIANT, help="encoder variant")
+    parser.add_argument("--head", choices=HEAD_KINDS, default="logreg", help="classifier head")
+    parser.add_argument("--fields", help="comma-separated text fields (default: `text`, or detected pair fields)")
+    parser.add_argument("--batch-size", type=int, default=64, help="encoder batch size")
+    parser.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
+    parser.add_argument("--no-save", action="store_true", help="do not save the classifier to OUT/model/")
+
+
+def load_input(value: str, split: str) -> list[dict[str, Any]]:
+    """Records of a file or run directory, or of a built-in task's real ``split`` when ``value`` names one."""
+    from evaluators.data import load_records
+
+    if not Path(value).exists():
+        task = _builtin_task(value)
+        if task is not None:
+            from ..tasks import load_real
+
+            return [{"id": ex.id, **ex.fields, "label": ex.label} for ex in load_real(task, split)]
+    return load_records(value)
+
+
+def _builtin_task(value: str) -> Any:
+    try:
+        from ..tasks import list_builtin, load_task
+    except ImportError:  # pragma: no cover - tasks not installed
+        return None
+    return load_task(value) if value in list_builtin() else None
+
+
+def _check(args: argparse.Namespace) -> None:
+    if not args.train and not args.real_train:
+        raise ConfigError("nothing to train on", hint="pass --train FILE and/or --real-train FILE")
+    if args.real_n is not None and not args.real_train:
+        raise ConfigError("--real-n needs --real-train", hint="pass the real data to sample from")
+    if args.real_n is not None and args.real_n < 0:
+        raise ConfigError("--real-n must be >= 0")
+    if args.batch_size < 1:
+        raise ConfigError("--batch-size must be >= 1")
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from evaluators.classifier import Classifier
+    from evaluators.data import stratified_sample, texts_and_labels
+    from evaluators.encoder import Encoder
+    from evaluators.head import train_head
+    from evaluators.metrics import classification_report
+
+    _check(args)
+    fields = [f.strip() for f in args.fields.split(",") if f.strip()] if args.fields else None
+    console = Console(stderr=True, highlight=False)
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def lap(name: str, since: float) -> float:
+        now = time.perf_counter()
+        timings[name] = round(now - since, 3)
+        return now
+
+    t = time.perf_counter()
+    train_texts: list[str] = []
+    train_labels: list[str] = []
+    for path in args.train:
+        texts, labels = texts_and_labels(load_input(path, "train"), fields)
+        train_texts += texts
+        train_labels += labels
+    n_synthetic = len(train_texts)
+    n_real = 0
+    if args.real_train:
+        real_texts, real_labels = texts_and_labels(load_input(args.real_train, "train"), fields)
+        n = len(real_labels) if args.real_n is None else args.real_n
+        if n > len(real_labels):
+            console.print(f"[yellow]--real-n {n}: only {len(real_labels)} real examples, using all[/yellow]")
+        chosen = stratified_sample(real_labels, n, args.seed)
+        train_texts += [real_texts[i] for i in chosen]
+        train_labels += [real_labels[i] for i in chosen]
+        n_real = len(chosen)
+    test_texts, test_labels = texts_and_labels(load_input(args.test, "test"), fields)
+    if not train_texts:
+        raise DataError("the training data is empty", hint="check --train / --real-train")
+    if not test_texts:
+        raise DataError(f"{args.test}: the test data is empty")
+    t = lap("load_data", t)
+
+    encoder = Encoder.load(args.variant, cache=not args.no_cache)
+    t = lap("load_encoder", t)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task_id = bar.add_task("embedding train", total=len(train_texts))
+        X_train = encoder.embed(
+            train_texts, args.batch_size, lambda done, total: bar.update(task_id, completed=done, total=total)
+        )
+        t = lap("embed_train", t)
+        task_id = bar.add_task("embedding test", total=len(test_texts))
+        X_test = encoder.embed(
+            test_texts, args.batch_size, lambda done, total: bar.update(task_id, completed=done, total=total)
+        )
+        t = lap("embed_test", t)
+
+    head = train_head(X_train, train_labels, kind=args.head, seed=args.seed)
+    t = lap("train_head", t)
+    predictions = head.predict(X_test)
+    t = lap("predict", t)
+
+    seen = set(head.labels)
+    unseen = dict(sorted(Counter(label for label in test_labels if label not in seen).items()))
+    metrics = classification_report(test_labels, predictions, head.labels)
+    seen_idx = [i for i, label in enumerate(test_labels) if label in seen]
+    report: dict[str, Any] = {
+        **{k: metrics[k] for k in ("accuracy", "macro_f1", "per_class", "confusion")},
+        "accuracy_seen_labels": float(np.mean([predictions[i] == test_labels[i] for i in seen_idx]))
+        if seen_idx
+        else 0.0,
+        "unseen_test_labels": unseen,
+        "train_labels": head.labels,
+        "n_train": len(train_texts),
+        "n_train_synthetic": n_synthetic,
+        "n_train_real": n_real,
+        "n_test": len(test_texts),
+        "train_label_counts": dict(sorted(Counter(train_labels).items())),
+        "seed": args.seed,
+        "variant": args.variant,
+        "head": args.head,
+        "inputs": {"train": args.train, "real_train": args.real_train, "real_n": args.real_n, "test": args.test},
+        "encoder": encoder.directory.name,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+    }
+    encoder.close()
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.no_save:
+        Classifier.from_head(encoder, head).save(args.out / "model")
+        t = lap("save_model", t)
+    timings["total"] = round(time.perf_counter() - started, 3)
+    report["timings_s"] = timings
+    tmp = args.out / "report.json.tmp"
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, args.out / "report.json")
+    _print_report(Console(highlight=False), report, args.out)
+    return 0
+
+
+def _print_report(console: Any, report: dict[str, Any], out: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"accuracy {report['accuracy']:.4f}   macro-F1 {report['macro_f1']:.4f}", title_justify="left")
+    for column in ("label", "precision", "recall", "f1", "support"):
+        table.add_column(column, justify="left" if column == "label" else "right")
+    for label, s in report["per_class"].items():
+        mark = " [yellow](unseen in train)[/yellow]" if label in report["unseen_test_labels"] else ""
+        table.add_row(label + mark, f"{s['precision']:.3f}", f"{s['recall']:.3f}", f"{s['f1']:.3f}", str(s["support"]))
+    console.print(table)
+    console.print(
+        f"train {report['n_train']} ({report['n_train_synthetic']} synthetic + {report['n_train_real']} real), "
+        f"test {report['n_test']}, variant {report['variant']}, head {report['head']}, seed {report['seed']}, "
+        f"{report['timings_s']['total']:.1f}s"
+    )
+    if report["unseen_test_labels"]:
+        names = ", ".join(f"{k} ({v})" for k, v in report["unseen_test_labels"].items())
+        console.print(f"[yellow]test labels never seen in training, always wrong: {names}[/yellow]")
+    console.print(f"report: {out / 'report.json'}")
