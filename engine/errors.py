@@ -89,7 +89,9 @@ class RateLimited(RetryableError):
 
 
 class ProviderUnavailable(RetryableError):
-    def __init__(self, message: str = "provider unavailable", *, retry_after: float | None = None, **kw: object) -> None:
+    def __init__(
+        self, message: str = "provider unavailable", *, retry_after: float | None = None, **kw: object
+    ) -> None:
         super().__init__(message, **kw)  # type: ignore[arg-type]
         self.retry_after = retry_after
 

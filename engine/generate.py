@@ -227,7 +227,7 @@ async def generate(
     task = load_task(run.task)
     train = None
     if run.strategy in ("one-shot", "few-shot") or options.reference_real:
-        train = load_real(task, "train", data_file=options.data_file, seed=run.seed)
+        train = load_real(task, "train", data_file=options.data_file)
     strategy = make_strategy(
         run.strategy,
         task,
@@ -345,7 +345,7 @@ async def _preflight(provider: OpenAIProvider, cfg: ProviderConfig) -> None:
     """Fail within seconds on a wrong URL or key, instead of after N requests."""
     try:
         await asyncio.wait_for(provider.list_models(), timeout=min(15.0, cfg.timeout_s))
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return  # slow /models is not a reason to refuse; real requests will tell
     except EngineError as exc:
         if isinstance(exc, FatalError) and exc.status in (401, 403):

@@ -478,6 +478,11 @@ class AdmissionController:
     def waiting(self) -> int:
         return len(self._gate)
 
+    @property
+    def tracks_tokens(self) -> bool:
+        """Whether a token budget is in force (given or learned), so prompts are worth counting."""
+        return self._tpm is not None
+
     def snapshot(self) -> dict[str, Any]:
         now = self._clock()
         recent = [row for row in self._usage if row[0] > now - USAGE_WINDOW_S]

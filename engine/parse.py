@@ -25,6 +25,7 @@ which would be our bug).
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -182,6 +183,16 @@ def _norm_label(s: str) -> str:
     return _WS_LABEL.sub("_", s.strip().strip(_WRAP_QUOTES + ".,;:!*").strip().lower())
 
 
+@functools.lru_cache(maxsize=64)
+def _label_table(task: Task) -> dict[str, str]:
+    return {_norm_label(lab): lab for lab in task.labels}
+
+
+@functools.lru_cache(maxsize=64)
+def _task_echoes(task: Task) -> frozenset[str]:
+    return frozenset(_echo_key(d) for d in (*task.label_descriptions.values(), task.description, task.domain) if d)
+
+
 def match_label(raw: Any, task: Task) -> str | None:
     """The task label ``raw`` means (case, spacing, a typo, yes/no for true/false), or None."""
     if isinstance(raw, list) and raw:
@@ -193,7 +204,7 @@ def match_label(raw: Any, task: Task) -> str | None:
     norm = _norm_label(str(raw))
     if not norm:
         return None
-    table = {_norm_label(lab): lab for lab in task.labels}
+    table = _label_table(task)
     if norm in table:
         return table[norm]
     if set(table) == {"true", "false"} and norm in _BOOL_ALIASES:
@@ -280,7 +291,7 @@ class _Parser:
         self.task = task
         self.expected = expected_label
         self.result = ParseResult()
-        self.echoes = {_echo_key(d) for d in (*task.label_descriptions.values(), task.description, task.domain) if d}
+        self.echoes = _task_echoes(task)
 
     def _echoes(self, value: str) -> bool:
         """The value is one of the prompt's descriptions, give or take a few words."""

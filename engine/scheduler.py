@@ -190,7 +190,7 @@ class Scheduler:
                 return
             try:
                 first = await asyncio.wait_for(results.get(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return
             batch = [first]
             while not results.empty():

@@ -26,9 +26,9 @@ import numpy as np
 from engine.errors import DataError
 
 from .encoder import (
-    TOKENIZER_FILES,
     DEFAULT_VARIANT,
     EMBEDDINGS_OUTPUT,
+    TOKENIZER_FILES,
     Encoder,
     load_tokenizer,
     make_session,

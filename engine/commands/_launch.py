@@ -59,9 +59,7 @@ async def run_with_provider(
         if provider_cfg.name == "local" and limit.max_in_flight > 8:
             # llama.cpp serves a few slots; more in flight only queues inside the server
             limit = RateLimit(rpm=limit.rpm, tpm=limit.tpm, max_in_flight=8)
-        return await generate(
-            run, provider_cfg, limit, retry, options, view_factory=_view_factory(options.progress)
-        )
+        return await generate(run, provider_cfg, limit, retry, options, view_factory=_view_factory(options.progress))
 
 
 def print_final(final: dict[str, Any], out: TextIO) -> None:

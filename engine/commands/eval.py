@@ -7,7 +7,6 @@ import json
 import os
 import platform
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -76,15 +75,13 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from evaluators.classifier import Classifier
     from evaluators.data import stratified_sample, texts_and_labels
     from evaluators.encoder import Encoder
-    from evaluators.head import train_head
-    from evaluators.metrics import classification_report
+    from evaluators.evaluate import train_and_score
 
     _check(args)
     fields = [f.strip() for f in args.fields.split(",") if f.strip()] if args.fields else None
@@ -143,34 +140,18 @@ def run(args: argparse.Namespace) -> int:
         )
         t = lap("embed_test", t)
 
-    head = train_head(X_train, train_labels, kind=args.head, seed=args.seed)
-    t = lap("train_head", t)
-    predictions = head.predict(X_test)
-    t = lap("predict", t)
-
-    seen = set(head.labels)
-    unseen = dict(sorted(Counter(label for label in test_labels if label not in seen).items()))
-    metrics = classification_report(test_labels, predictions, head.labels)
-    seen_idx = [i for i, label in enumerate(test_labels) if label in seen]
-    report: dict[str, Any] = {
-        **{k: metrics[k] for k in ("accuracy", "macro_f1", "per_class", "confusion")},
-        "accuracy_seen_labels": float(np.mean([predictions[i] == test_labels[i] for i in seen_idx]))
-        if seen_idx
-        else 0.0,
-        "unseen_test_labels": unseen,
-        "train_labels": head.labels,
-        "n_train": len(train_texts),
-        "n_train_synthetic": n_synthetic,
-        "n_train_real": n_real,
-        "n_test": len(test_texts),
-        "train_label_counts": dict(sorted(Counter(train_labels).items())),
-        "seed": args.seed,
-        "variant": args.variant,
-        "head": args.head,
-        "inputs": {"train": args.train, "real_train": args.real_train, "real_n": args.real_n, "test": args.test},
-        "encoder": encoder.directory.name,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-    }
+    report, head = train_and_score(X_train, train_labels, X_test, test_labels, head_kind=args.head, seed=args.seed)
+    t = lap("train_and_score", t)
+    report.update(
+        {
+            "n_train_synthetic": n_synthetic,
+            "n_train_real": n_real,
+            "variant": args.variant,
+            "inputs": {"train": args.train, "real_train": args.real_train, "real_n": args.real_n, "test": args.test},
+            "encoder": encoder.directory.name,
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        }
+    )
     encoder.close()
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -197,7 +178,7 @@ def _print_report(console: Any, report: dict[str, Any], out: Path) -> None:
         table.add_row(label + mark, f"{s['precision']:.3f}", f"{s['recall']:.3f}", f"{s['f1']:.3f}", str(s["support"]))
     console.print(table)
     console.print(
-        f"train {report['n_train']} ({report['n_train_synthetic']} synthetic + {report['n_train_real']} real), "
+        f"train {report['n_train']} ({report['n_train_synthetic']} from --train + {report['n_train_real']} real), "
         f"test {report['n_test']}, variant {report['variant']}, head {report['head']}, seed {report['seed']}, "
         f"{report['timings_s']['total']:.1f}s"
     )

@@ -14,9 +14,10 @@ __all__ = ["RateLimitedProvider"]
 class RateLimitedProvider(Wrapper):
     """Reserve a request slot and ``prompt + max_tokens`` tokens, send, then settle with what was used.
 
-    Prompt tokens come from ``request.prompt_tokens`` or, when that is 0, from
-    ``counter`` (the count is stored back on the request, so a retry does not
-    count again). The completion's ``usage`` refunds what was reserved but not
+    Prompt tokens come from ``request.prompt_tokens`` or, when that is 0 and a
+    token budget is in force, from ``counter`` (the count is stored back on the
+    request, so a retry does not count again; with no TPM limit known, nothing
+    is counted). The completion's ``usage`` refunds what was reserved but not
     used, and its rate-limit headers teach the controller the provider's limits.
     """
 
@@ -27,7 +28,7 @@ class RateLimitedProvider(Wrapper):
 
     def reserve(self, request: Request) -> int:
         """Tokens to reserve for ``request``: its prompt (counted once) plus ``max_tokens``."""
-        if not request.prompt_tokens and self.counter is not None:
+        if not request.prompt_tokens and self.counter is not None and self.controller.tracks_tokens:
             request.prompt_tokens = self.counter.count_messages(request.messages)
         return request.prompt_tokens + request.max_tokens
 

@@ -9,7 +9,6 @@ in an error message.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from typing import Any
@@ -28,10 +27,11 @@ from ..errors import (
     RateLimited,
     Timeout,
 )
+from ..limits import parse_retry_after
 from ..types import Completion, Request
 from .base import Provider
 
-__all__ = ["OpenAIProvider", "make_session", "parse_retry_after"]
+__all__ = ["OpenAIProvider", "make_session"]
 
 _KEEP_HEADER_PREFIXES = ("x-ratelimit-", "retry-after")
 
@@ -41,29 +41,6 @@ def make_session(cfg: ProviderConfig) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=cfg.max_connections, limit_per_host=cfg.max_connections, ttl_dns_cache=300)
     timeout = aiohttp.ClientTimeout(total=cfg.timeout_s, sock_connect=min(10.0, cfg.timeout_s))
     return aiohttp.ClientSession(connector=connector, timeout=timeout, raise_for_status=False)
-
-
-def parse_retry_after(headers: dict[str, str]) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP-date), if present."""
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        from email.utils import parsedate_to_datetime
-
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        return max(0.0, when.timestamp() - time.time())
 
 
 def _kept_headers(raw: Any) -> dict[str, str]:
@@ -132,7 +109,7 @@ class OpenAIProvider(Provider):
                 raw = await resp.read()
         except EngineError:
             raise
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise Timeout(
                 f"no answer within {self.cfg.timeout_s:g}s", provider=self.name, request_id=request.id
             ) from exc
@@ -211,9 +188,7 @@ class OpenAIProvider(Provider):
                     ) from exc
                 if isinstance(event, dict) and "error" in event:
                     message, _ = _error_detail(data)
-                    raise ProviderUnavailable(
-                        f"error in stream: {message}", provider=self.name, request_id=request.id
-                    )
+                    raise ProviderUnavailable(f"error in stream: {message}", provider=self.name, request_id=request.id)
                 model = event.get("model") or model
                 if event.get("usage"):
                     usage = event["usage"]
@@ -251,9 +226,7 @@ class OpenAIProvider(Provider):
         kw: dict[str, Any] = {"status": status, "provider": self.name, "request_id": request_id}
         if status == 429:
             if code == "insufficient_quota":
-                return FatalError(
-                    message or "quota exhausted", hint="add credit or raise the account's quota", **kw
-                )
+                return FatalError(message or "quota exhausted", hint="add credit or raise the account's quota", **kw)
             err: EngineError = RateLimited(message or "rate limited", retry_after=parse_retry_after(headers), **kw)
         elif status in (401, 403):
             return AuthError(
@@ -290,7 +263,7 @@ class OpenAIProvider(Provider):
                     raise self._status_error(resp.status, body, _kept_headers(resp.headers), "")
         except EngineError:
             raise
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise Timeout(f"{url} did not answer in time", provider=self.name) from exc
         except aiohttp.ClientError as exc:
             raise ProviderUnavailable(f"cannot connect to {self.cfg.base_url}: {exc}", provider=self.name) from exc

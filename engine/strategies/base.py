@@ -118,6 +118,12 @@ class Strategy:
     # -- shared helpers -------------------------------------------------------
 
     def _task_block(self) -> str:
+        cached: str | None = self.__dict__.get("_task_block_text")
+        if cached is None:
+            cached = self.__dict__["_task_block_text"] = self._render_task_block()
+        return cached
+
+    def _render_task_block(self) -> str:
         t = self.task
         label_lines = "\n".join(
             f"- {lab}: {t.describe_label(lab)}" if t.describe_label(lab) else f"- {lab}" for lab in t.labels
@@ -129,6 +135,13 @@ class Strategy:
         )
 
     def _request_lines(self, label: str) -> str:
+        cache: dict[tuple[str, bool], str] = self.__dict__.setdefault("_request_lines_cache", {})
+        key = (label, self.structured)
+        if key not in cache:
+            cache[key] = self._render_request_lines(label)
+        return cache[key]
+
+    def _render_request_lines(self, label: str) -> str:
         description = self.task.describe_label(label) or label
         fields = ", ".join(f'"{f}": "..."' for f in self.task.fields)
         if self.per_request == 1:

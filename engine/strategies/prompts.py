@@ -57,7 +57,7 @@ PLAIN_JSON_NOTE = "Write only the JSON, with no explanations before or after it.
 SHOTS_BLOCK = """Real examples labelled "{label}" from the data set (for style and content only; do not copy them):
 {shots}"""
 #: Real examples are cut to this many characters in prompts (BBC articles run to thousands).
-SHOT_MAX_CHARS = 1200
+SHOT_MAX_CHARS = 600
 
 TOPIC_LINE = 'The example is about this topic: "{topic}".'
 

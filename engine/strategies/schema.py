@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from ..tasks import Task
@@ -16,6 +17,7 @@ def example_schema(task: Task, label: str) -> dict[str, Any]:
     return {"type": "object", "properties": props, "required": [*task.fields, "label"], "additionalProperties": False}
 
 
+@functools.lru_cache(maxsize=1024)
 def response_format(task: Task, label: str, per_request: int = 1) -> dict[str, Any]:
     """``{"type": "json_schema", ...}``: one example, or ``{"examples": [...]}`` with exactly ``per_request`` items."""
     item = example_schema(task, label)

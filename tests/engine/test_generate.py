@@ -46,8 +46,17 @@ async def test_exactly_n_unique_balanced_with_faults(tmp_path):
     assert all(f["reason"] for f in failures)
     assert final["retries"] > 0
     stats = json.loads((tmp_path / "stats.json").read_text())
-    for key in ("requests", "rate_limited", "retries", "failed", "accepted", "rejected", "prompt_tokens",
-                "completion_tokens", "elapsed_s"):
+    for key in (
+        "requests",
+        "rate_limited",
+        "retries",
+        "failed",
+        "accepted",
+        "rejected",
+        "prompt_tokens",
+        "completion_tokens",
+        "elapsed_s",
+    ):
         assert key in stats
 
 
@@ -69,11 +78,11 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "engine", *args]
 
 
-async def _run(argv, timeout=60.0):
+async def _run(argv, limit_s=60.0):
     proc = await asyncio.create_subprocess_exec(
         *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT
     )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    out, err = await asyncio.wait_for(proc.communicate(), limit_s)
     return proc.returncode, out.decode(), err.decode()
 
 
@@ -83,8 +92,22 @@ async def test_kill_9_and_resume_five_times(tmp_path):
     rng = random.Random(11)
     async with running_sim(SimConfig(latency_ms=40, seed=6)) as sim:
         argv = _cli(
-            "generate", "bbc-news", "--n", str(n), "--out", str(out), "--base-url", sim.url, "--model", "sim",
-            "--concurrency", str(concurrency), "--no-progress", "--no-reference-real", "--max-tokens", "64",
+            "generate",
+            "bbc-news",
+            "--n",
+            str(n),
+            "--out",
+            str(out),
+            "--base-url",
+            sim.url,
+            "--model",
+            "sim",
+            "--concurrency",
+            str(concurrency),
+            "--no-progress",
+            "--no-reference-real",
+            "--max-tokens",
+            "64",
             "--resume",
         )
         kills = 0
@@ -106,7 +129,7 @@ async def test_kill_9_and_resume_five_times(tmp_path):
             await proc.wait()
             if len(rows(out / "data.jsonl")) >= n:
                 break
-        code, _, err = await _run(argv, timeout=120)
+        code, _, err = await _run(argv, limit_s=120)
         assert code == 0, err
         paid = sim.state.ok
     data = rows(out / "data.jsonl")
@@ -121,10 +144,24 @@ async def test_kill_9_and_resume_five_times(tmp_path):
 async def test_wrong_key_exits_fast_with_one_line_and_no_key(tmp_path):
     secret = "sk-wrong-0123456789abcdef"
     async with running_sim(SimConfig(require_key="sk-right")) as sim:
-        env_argv = _cli("generate", "bbc-news", "--n", "5", "--out", str(tmp_path / "o"),
-                        "--base-url", sim.url, "--model", "sim", "--no-progress")
+        env_argv = _cli(
+            "generate",
+            "bbc-news",
+            "--n",
+            "5",
+            "--out",
+            str(tmp_path / "o"),
+            "--base-url",
+            sim.url,
+            "--model",
+            "sim",
+            "--no-progress",
+        )
         proc = await asyncio.create_subprocess_exec(
-            *env_argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT,
+            *env_argv,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=ROOT,
             env={**os.environ, "OPENAI_API_KEY": secret},
         )
         out, err = await asyncio.wait_for(proc.communicate(), 60)

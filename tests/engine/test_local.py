@@ -196,3 +196,21 @@ async def test_two_servers_get_different_ports(tmp_path: Path) -> None:
         pids = [a.pid, b.pid]
     for pid in pids:
         assert pid is not None and await wait_gone(pid)
+
+
+@pytest.mark.llm
+async def test_streamed_requests_back_to_back(tmp_path: Path) -> None:
+    """llama.cpp closes the connection after a stream; the provider must not reuse it (regression)."""
+    async with LocalServer(small(tmp_path)) as server:
+        cfg = ProviderConfig(base_url=server.base_url, model=server.model, name="local")
+        async with make_session(cfg) as session:
+            provider = OpenAIProvider(session, cfg)
+            for i in range(4):
+                request = Request(
+                    id=f"s{i}", messages=[{"role": "user", "content": f"Count to {i + 3}."}], max_tokens=12, stream=True
+                )
+                done = await provider.complete(request)
+                # a token may decode to no text (an end-of-turn token): chunks with content <= tokens
+                assert 0 < len(done.chunk_times) <= done.completion_tokens
+                assert done.server_timings["predicted_n"] == done.completion_tokens
+                assert 0 < done.ttft_s <= done.latency_s

@@ -13,7 +13,8 @@ from engine.errors import (
     RateLimited,
     Timeout,
 )
-from engine.providers.openai import OpenAIProvider, make_session, parse_retry_after
+from engine.limits import parse_retry_after
+from engine.providers.openai import OpenAIProvider, make_session
 from engine.sim.config import SimConfig
 from engine.sim.server import running_sim
 from engine.types import Request
@@ -35,9 +36,9 @@ def req(i=0, **kw):
     return Request(id=f"r{i}", messages=[{"role": "user", "content": "Write one example.\nLabel: sport"}], **kw)
 
 
-async def call(sim_cfg, request, *, key=None, model="sim", timeout=5.0):
+async def call(sim_cfg, request, *, key=None, model="sim", timeout_s=5.0):
     async with running_sim(sim_cfg) as sim:
-        cfg = ProviderConfig(base_url=sim.url, model=model, api_key=key, timeout_s=timeout)
+        cfg = ProviderConfig(base_url=sim.url, model=model, api_key=key, timeout_s=timeout_s)
         async with make_session(cfg) as session:
             return await OpenAIProvider(session, cfg).complete(request)
 
@@ -79,7 +80,7 @@ async def test_truncated_stream_is_malformed():
 
 async def test_hang_becomes_timeout():
     with pytest.raises(Timeout):
-        await call(SimConfig(faults={"timeout": 1.0}, hang_s=5.0), req(), timeout=0.3)
+        await call(SimConfig(faults={"timeout": 1.0}, hang_s=5.0), req(), timeout_s=0.3)
 
 
 async def test_rate_limited_carries_retry_after_and_headers():

@@ -44,10 +44,10 @@ POLICY = RetryPolicy(max_attempts=4, max_elapsed_s=600, initial_s=0.5, max_backo
 
 
 def test_is_retryable() -> None:
-    for exc in (RateLimited(), ProviderUnavailable(), Timeout("t"), MalformedResponse("m")):
-        assert is_retryable(exc)
-    for exc in (AuthError("a"), BadRequest("b"), EngineError("e"), ValueError("v")):
-        assert not is_retryable(exc)  # type: ignore[arg-type]
+    retryable: list[BaseException] = [RateLimited(), ProviderUnavailable(), Timeout("t"), MalformedResponse("m")]
+    fatal: list[BaseException] = [AuthError("a"), BadRequest("b"), EngineError("e"), ValueError("v")]
+    assert all(is_retryable(exc) for exc in retryable)
+    assert not any(is_retryable(exc) for exc in fatal)
 
 
 @pytest.mark.parametrize(("attempt", "high"), [(1, 0.5), (2, 1.0), (3, 2.0), (4, 3.0), (30, 3.0)])

