@@ -309,6 +309,67 @@ def section_dedup(data: dict[str, Any]) -> list[str]:
     return [f"Same texts, shingles and LSH index ({knobs}).", "", *_table(header, rows)]
 
 
+def headline_e2e(data: dict[str, Any]) -> list[tuple[str, str]]:
+    return [
+        (
+            "engine / sequential openai SDK, accepted examples/s",
+            ratio(get(data, "ratios.engine_vs_sdk_accepted_per_s")),
+        ),
+        (
+            "engine / sequential openai SDK, output tokens/s",
+            ratio(get(data, "ratios.engine_vs_sdk_output_tokens_per_s")),
+        ),
+    ]
+
+
+def section_e2e(data: dict[str, Any]) -> list[str]:
+    rows = [
+        [name]
+        + [fmt(get(data, f"{name}.{k}")) for k in ("accepted", "requests", "completion_tokens", "elapsed_s")]
+        + [fmt(get(data, f"{name}.{k}")) for k in ("accepted_per_s", "requests_per_s", "output_tokens_per_s")]
+        for name in ("engine", "sdk_sequential")
+    ]
+    what = (
+        f"{fmt(get(data, 'task'))} {fmt(get(data, 'strategy'))}, {fmt(get(data, 'n_examples'))} examples, "
+        f"{fmt(get(data, 'model'))}, {fmt(get(data, 'local_server.threads'))} llama.cpp threads"
+    )
+    header = ["client", "accepted", "requests", "output tokens", "s", "accepted/s", "requests/s", "output tokens/s"]
+    return [
+        f"Same server and prompts ({what}).",
+        "",
+        *_table(header, rows),
+        "",
+        *_table(["ratio", "value"], [list(r) for r in headline_e2e(data)]),
+    ]
+
+
+def headline_endpoint(data: dict[str, Any]) -> list[tuple[str, str]]:
+    return headline_generic({"ratios": get(data, "ratios") or {}})
+
+
+def section_endpoint(data: dict[str, Any]) -> list[str]:
+    steps = get(data, "per_step")
+    if not isinstance(steps, list) or not steps:
+        return section_generic(data)
+    keys = ("output_tokens_per_s", "requests_per_s", "ttft_ms_p50", "e2e_ms_p50", "decode_tps_p50")
+    rows = [
+        [fmt(s.get("concurrency")), f"{fmt(s.get('ok'))}/{fmt(s.get('sent'))}"]
+        + [fmt(s.get(k)) for k in keys]
+        + [fmt(s.get("server_decode_tps_p50")), ratio(s.get("decode_agreement"))]
+        for s in steps
+    ]
+    header = ["concurrency", "ok/sent", "output tokens/s", "requests/s", "TTFT p50 ms", "E2E p50 ms"]
+    header += ["decode tok/s ours", "server", "ours / server"]
+    what = f"{fmt(get(data, 'model'))}, {fmt(get(data, 'requests_per_step'))} requests per step"
+    return [
+        f"Streaming, closed loop per level ({what}).",
+        "",
+        *_table(header, rows),
+        "",
+        *_table(["ratio", "value"], [list(r) for r in headline_endpoint(data)]),
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class Renderer:
     title: str
@@ -326,8 +387,8 @@ RENDERERS: dict[str, Renderer] = {
     "encoder": Renderer(
         "The ONNX encoder on onnxruntime vs the same model on PyTorch", headline_generic, section_generic
     ),
-    "e2e": Renderer("End to end: accepted examples per second with the local LLM", headline_generic, section_generic),
-    "endpoint": Renderer("bench-endpoint against the local llama.cpp server", headline_generic, section_generic),
+    "e2e": Renderer("End to end: accepted examples per second with the local LLM", headline_e2e, section_e2e),
+    "endpoint": Renderer("bench-endpoint against the local llama.cpp server", headline_endpoint, section_endpoint),
 }
 
 

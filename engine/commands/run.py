@@ -35,7 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=200, help="synthetic examples to generate")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory")
     p.add_argument("--shots", type=int, default=2, help="real examples per few-shot prompt")
-    p.add_argument("--max-tokens", type=int, default=200, help="completion tokens per request")
+    p.add_argument("--max-tokens", type=int, default=480, help="completion tokens per request")
+    p.add_argument("--per-request", type=int, default=3, help="examples asked for in one request (shares the prompt)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--concurrency", type=int, default=8, help="most requests in flight")
     p.add_argument("--data", type=Path, help="real data file for tasks without packaged data")
@@ -58,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         max_tokens=args.max_tokens,
         temperature=1.0,
         shots=1 if args.strategy == "one-shot" else args.shots,
+        per_request=args.per_request,
     )
     options = GenerateOptions(
         out_dir=args.out, resume=True, progress=not args.no_progress, data_file=args.data, dedup=DedupConfig()

@@ -74,17 +74,16 @@ def default_threads() -> int:
     decoding slows down by an order of magnitude (measured: ~100 tokens/s with
     1 thread against ~5-10 with 2 on a busy 2-core machine). On an idle machine
     every core helps (measured on 2 idle cores, 400-token prompts: 63 against 41
-    output tokens/s, and half the time to first token), so the one-minute load
-    average decides.
+    output tokens/s, and half the time to first token), so a quarter-second look
+    at how busy the CPUs are decides.
     """
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         cores = os.cpu_count() or 1
-    try:
-        idle = os.getloadavg()[0] < 0.5
-    except OSError:  # pragma: no cover - no load average on this platform
-        idle = False
+    import psutil
+
+    idle = psutil.cpu_percent(interval=0.25) < 35.0
     return max(1, cores if idle else cores - 1)
 
 
