@@ -159,7 +159,7 @@ async def engine_path(
     else:
         try:
             final = await asyncio.wait_for(coro, seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             final = json.loads((out / "stats.json").read_text())
     return int(final.get("accepted", 0))
 

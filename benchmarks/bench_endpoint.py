@@ -90,7 +90,7 @@ async def sweep(cfg: BenchConfig) -> dict[str, Any]:
         )
         async with make_session(pcfg) as session:
             provider = OpenAIProvider(session, pcfg)
-            steps = await run_sweep(provider, cfg, on_step=_printer(Console(stderr=True, highlight=False)))
+            steps = await run_sweep(provider, cfg, on_step=_printer(Console(stderr=True, highlight=False, width=160)))
     info = {"parallel": server_cfg.parallel, "ctx": server_cfg.ctx, "threads": server_cfg.threads}
     return _report(pcfg, cfg, steps, started, local_server=info)
 
@@ -152,7 +152,11 @@ def main() -> dict[str, Any]:
 
 
 def _cell(value: Any) -> str:
-    return "-" if value is None else f"{value:,}" if isinstance(value, int) else f"{value:,.2f}"
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
 def table(r: dict[str, Any]) -> str:

@@ -30,7 +30,6 @@ Grid file (YAML)::
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import subprocess
 import sys
@@ -383,15 +382,9 @@ def _default_train(grid: Grid) -> Train:
 
 
 def _score(y_true: Sequence[str], y_pred: Sequence[str]) -> dict[str, float]:
-    labels = sorted(set(y_true))
-    acc = float(np.mean([t == p for t, p in zip(y_true, y_pred, strict=True)]))
-    f1s = []
-    for c in labels:
-        tp = sum(1 for t, p in zip(y_true, y_pred, strict=True) if t == c and p == c)
-        fp = sum(1 for t, p in zip(y_true, y_pred, strict=True) if t != c and p == c)
-        fn = sum(1 for t, p in zip(y_true, y_pred, strict=True) if t == c and p != c)
-        f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
-    return {"accuracy": acc, "macro_f1": float(np.mean(f1s)) if f1s else math.nan}
+    from .metrics import accuracy, macro_f1
+
+    return {"accuracy": accuracy(y_true, y_pred), "macro_f1": macro_f1(y_true, y_pred, sorted(set(y_true)))}
 
 
 class _Run:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TextIO
@@ -13,9 +14,31 @@ from ..config import ProviderConfig, RateLimit, RetryPolicy, RunConfig
 from ..errors import ConfigError
 from ..generate import GenerateOptions, generate
 
-__all__ = ["print_final", "provider_context", "run_with_provider"]
+__all__ = ["api_key_from_env", "print_final", "provider_context", "provider_factory", "run_with_provider"]
 
 ProviderFactory = Callable[[str, str, str], ProviderConfig]
+
+
+def api_key_from_env(var: str) -> str | None:
+    """The API key, from the environment only (never a flag, never a file)."""
+    value = os.environ.get(var)
+    return value.strip() if value and value.strip() else None
+
+
+def provider_factory(args: argparse.Namespace) -> ProviderFactory:
+    """``(base_url, model, name) -> ProviderConfig`` from the provider flags every generating command shares."""
+
+    def make(base_url: str, model: str, name: str) -> ProviderConfig:
+        return ProviderConfig(
+            base_url=base_url,
+            model=model,
+            api_key=api_key_from_env(args.api_key_env) if name != "local" else None,
+            name=name,
+            timeout_s=args.timeout,
+            max_connections=args.concurrency,
+        )
+
+    return make
 
 
 @contextlib.asynccontextmanager
@@ -53,9 +76,8 @@ async def run_with_provider(
     limit: RateLimit,
     retry: RetryPolicy,
     options: GenerateOptions,
-    factory: ProviderFactory,
 ) -> dict[str, Any]:
-    async with provider_context(args, factory, options.out_dir) as provider_cfg:
+    async with provider_context(args, provider_factory(args), options.out_dir) as provider_cfg:
         if provider_cfg.name == "local" and limit.max_in_flight > 8:
             # llama.cpp serves a few slots; more in flight only queues inside the server
             limit = RateLimit(rpm=limit.rpm, tpm=limit.tpm, max_in_flight=8)

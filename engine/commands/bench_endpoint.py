@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import aio
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -102,7 +103,6 @@ def _api_key(var: str) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import asyncio
 
     cfg = _bench_config(args)
     local = args.local or not args.base_url
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("no model given", hint="pass --model NAME (see GET /v1/models)")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-    report = asyncio.run(_bench(args, cfg, local))
+    report = aio.run(_bench(args, cfg, local))
     if args.out:
         path = args.out / "bench.json"
         path.write_text(json.dumps(report, indent=2) + "\n")

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
 import sys
 from pathlib import Path
 
+from .. import aio
 from ..errors import ConfigError
 
 NAME = "generate"
@@ -72,13 +71,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", action="store_true", help="no live display (log lines only)")
 
 
-def api_key_from_env(var: str) -> str | None:
-    value = os.environ.get(var)
-    return value.strip() if value and value.strip() else None
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..config import ProviderConfig, RateLimit, RetryPolicy, RunConfig
+    from ..config import RateLimit, RetryPolicy, RunConfig
     from ..dedup import DedupConfig
     from ..generate import GenerateOptions
     from ._launch import print_final, run_with_provider
@@ -121,16 +115,6 @@ def run(args: argparse.Namespace) -> int:
         reference_real=not args.no_reference_real,
     )
 
-    def provider_cfg(base_url: str, model: str, name: str) -> ProviderConfig:
-        return ProviderConfig(
-            base_url=base_url,
-            model=model,
-            api_key=api_key_from_env(args.api_key_env) if name != "local" else None,
-            name=name,
-            timeout_s=args.timeout,
-            max_connections=args.concurrency,
-        )
-
-    final = asyncio.run(run_with_provider(args, run_cfg, limit, retry, options, provider_cfg))
+    final = aio.run(run_with_provider(args, run_cfg, limit, retry, options))
     print_final(final, sys.stdout)
     return 0 if final.get("phase") == "done" else 1

@@ -8,14 +8,14 @@ generation where it stopped and re-scores (embeddings are cached).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from .generate import STRATEGIES, add_provider_arguments, api_key_from_env
+from .. import aio
+from .generate import STRATEGIES, add_provider_arguments
 
 NAME = "run"
 HELP = "the demo: generate with the local LLM, filter, train the ONNX classifier, score on real data"
@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import ProviderConfig, RateLimit, RetryPolicy, RunConfig
+    from ..config import RateLimit, RetryPolicy, RunConfig
     from ..dedup import DedupConfig
     from ..generate import GenerateOptions
     from ..store import atomic_write_json
@@ -65,19 +65,9 @@ def run(args: argparse.Namespace) -> int:
         out_dir=args.out, resume=True, progress=not args.no_progress, data_file=args.data, dedup=DedupConfig()
     )
 
-    def provider_cfg(base_url: str, model: str, name: str) -> ProviderConfig:
-        return ProviderConfig(
-            base_url=base_url,
-            model=model,
-            api_key=api_key_from_env(args.api_key_env) if name != "local" else None,
-            name=name,
-            timeout_s=args.timeout,
-            max_connections=args.concurrency,
-        )
-
     print(f"[1/2] generating {args.n} {args.task} examples ({args.strategy}) into {args.out}", file=sys.stderr)
     limit = RateLimit(max_in_flight=args.concurrency)
-    final = asyncio.run(run_with_provider(args, run_cfg, limit, RetryPolicy(), options, provider_cfg))
+    final = aio.run(run_with_provider(args, run_cfg, limit, RetryPolicy(), options))
     print_final(final, sys.stdout)
     print("[2/2] training the ONNX classifier and scoring it on real test data", file=sys.stderr)
     report = evaluate_run(args.out, args.task, data_file=args.data, seed=args.seed)
