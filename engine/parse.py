@@ -189,8 +189,10 @@ def _label_table(task: Task) -> dict[str, str]:
 
 
 @functools.lru_cache(maxsize=64)
-def _task_echoes(task: Task) -> frozenset[str]:
-    return frozenset(_echo_key(d) for d in (*task.label_descriptions.values(), task.description, task.domain) if d)
+def _task_echoes(task: Task) -> dict[str, frozenset[str]]:
+    """The prompt's descriptions, normalised, each with its set of words (a cheap filter before difflib)."""
+    keys = {_echo_key(d) for d in (*task.label_descriptions.values(), task.description, task.domain) if d}
+    return {key: frozenset(key.split()) for key in keys}
 
 
 def match_label(raw: Any, task: Task) -> str | None:
@@ -298,9 +300,12 @@ class _Parser:
         key = _echo_key(value)
         if key in self.echoes:
             return True
-        for echo in self.echoes:
+        words = frozenset(key.split())
+        for echo, echo_words in self.echoes.items():
             if 2 * min(len(key), len(echo)) < _ECHO_RATIO * (len(key) + len(echo)):
                 continue  # lengths alone rule it out (difflib's real_quick_ratio), without building a matcher
+            if 2 * len(words & echo_words) < len(words | echo_words):
+                continue  # under half the words shared: no character ratio of 0.85 is possible in practice
             matcher = difflib.SequenceMatcher(None, key, echo, autojunk=False)
             if matcher.quick_ratio() >= _ECHO_RATIO and matcher.ratio() >= _ECHO_RATIO:
                 return True
