@@ -3,8 +3,9 @@
 All three clients run in this process, one after the other, against the same
 simulator running in a separate process (so the server's CPU is not counted).
 For each: requests/s, client CPU-seconds per 1,000 requests, RSS. The engine
-path is the whole of ``generate``: admission, retries, parsing, dedup and
-durable writing included. Then two engine-only scenarios: rate-limit
+path is the whole of ``generate``: admission, retries, parsing and durable
+writing included (``engine``), and the same with streaming near-duplicate
+filtering on (``engine_with_dedup``). Then two engine-only scenarios: rate-limit
 utilisation against a server-side RPM limit (no limit given: learned), and RSS
 across a long run (flat memory).
 
@@ -177,12 +178,19 @@ def main() -> dict[str, Any]:
         asyncio.run(bare_loop(url, 200))  # warm up the server
         results["bare_aiohttp"] = measure(lambda: bare_loop(url, N_REQUESTS))
         results["openai_sdk"] = measure(lambda: openai_sdk(url, N_REQUESTS))
-        results["engine"] = measure(lambda: engine_path(url, N_REQUESTS, Path(tmp) / "engine"))
-    bare, sdk, eng = results["bare_aiohttp"], results["openai_sdk"], results["engine"]
+        # the request path the issue defines (admission, retries, parsing, writing), then the whole pipeline
+        results["engine"] = measure(lambda: engine_path(url, N_REQUESTS, Path(tmp) / "engine", dedup=False))
+        results["engine_with_dedup"] = measure(lambda: engine_path(url, N_REQUESTS, Path(tmp) / "dedup"))
+    bare, sdk = results["bare_aiohttp"], results["openai_sdk"]
+    eng, full = results["engine"], results["engine_with_dedup"]
     results["ratios"] = {
         "engine_vs_bare_requests_per_cpu_s": round(eng["requests_per_cpu_s"] / bare["requests_per_cpu_s"], 3),
         "engine_vs_sdk_requests_per_cpu_s": round(eng["requests_per_cpu_s"] / sdk["requests_per_cpu_s"], 2),
         "engine_vs_sdk_requests_per_s": round(eng["requests_per_s"] / sdk["requests_per_s"], 2),
+        "engine_with_dedup_vs_bare_requests_per_cpu_s": round(
+            full["requests_per_cpu_s"] / bare["requests_per_cpu_s"], 3
+        ),
+        "engine_with_dedup_vs_sdk_requests_per_cpu_s": round(full["requests_per_cpu_s"] / sdk["requests_per_cpu_s"], 2),
     }
 
     # Rate-limit utilisation: the server enforces RPM_LIMIT; the engine is not told, it learns.
@@ -233,7 +241,7 @@ def table(r: dict[str, Any]) -> str:
         "| client | requests/s | CPU s / 1k req | requests / CPU s | peak RSS MB |",
         "|---|---:|---:|---:|---:|",
     ]
-    for name in ("bare_aiohttp", "openai_sdk", "engine"):
+    for name in ("bare_aiohttp", "openai_sdk", "engine", "engine_with_dedup"):
         m = r[name]
         lines.append(
             f"| {name} | {m['requests_per_s']} | {m['cpu_s_per_1k']} | {m['requests_per_cpu_s']} | {m['peak_rss_mb']} |"
@@ -243,6 +251,8 @@ def table(r: dict[str, Any]) -> str:
         "",
         f"engine / bare loop, requests per CPU-second: {ratios['engine_vs_bare_requests_per_cpu_s']}",
         f"engine / openai SDK, requests per CPU-second: {ratios['engine_vs_sdk_requests_per_cpu_s']}",
+        f"engine with streaming dedup / bare loop: {ratios['engine_with_dedup_vs_bare_requests_per_cpu_s']}, "
+        f"/ openai SDK: {ratios['engine_with_dedup_vs_sdk_requests_per_cpu_s']}",
     ]
     rl = r["rate_limit"]
     lines.append(

@@ -233,6 +233,10 @@ def headline_client(data: dict[str, Any]) -> list[tuple[str, str]]:
         ("engine / bare aiohttp, requests per CPU-s", ratio(get(data, "ratios.engine_vs_bare_requests_per_cpu_s"))),
         ("engine / openai SDK, requests per CPU-s", ratio(get(data, "ratios.engine_vs_sdk_requests_per_cpu_s"))),
         ("engine / openai SDK, requests per s", ratio(get(data, "ratios.engine_vs_sdk_requests_per_s"))),
+        (
+            "engine with dedup / bare aiohttp, requests per CPU-s",
+            ratio(get(data, "ratios.engine_with_dedup_vs_bare_requests_per_cpu_s")),
+        ),
     ]
 
 
@@ -248,7 +252,7 @@ def section_client(data: dict[str, Any]) -> list[str]:
             fmt(get(data, f"{name}.cpu_s_per_1k")),
             fmt(get(data, f"{name}.peak_rss_mb")),
         ]
-        for name in ("bare_aiohttp", "openai_sdk", "engine")
+        for name in ("bare_aiohttp", "openai_sdk", "engine", "engine_with_dedup")
     ]
     lines = [f"Same simulator, one client after another ({sizes}).", ""]
     lines += _table(["client", "requests/s", "CPU s / 1k requests", "peak RSS MB"], rows)
@@ -260,7 +264,9 @@ def section_client(data: dict[str, Any]) -> list[str]:
     )
     lines.append(
         f"- Memory over {fmt(get(data, 'memory.requests'))} requests: RSS grew "
-        f"{fmt(get(data, 'memory.growth_pct_after_20pct'), '%')} after the first 20%."
+        f"{fmt(get(data, 'memory.growth_pct_after_20pct'), '%')} after the first 20% on the request path; "
+        f"with the dedup index {fmt(get(data, 'memory_with_dedup.growth_pct_after_20pct'), '%')} "
+        f"({fmt(get(data, 'memory_with_dedup.growth_bytes_per_request'))} bytes per kept example)."
     )
     return lines
 

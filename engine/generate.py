@@ -113,12 +113,15 @@ class Generator:
         failures: list[dict[str, Any]] = []
         journal: list[dict[str, Any]] = []
         candidates: list[tuple[Outcome, list[Example]]] = []
+        fatal: FatalError | None = None
         for outcome in batch:
             request = outcome.request
             label = request.label or ""
             if outcome.error is not None:
                 if isinstance(outcome.error, FatalError):
-                    raise outcome.error
+                    # stop the run, but only after the rest of this batch (paid for) is on disk
+                    fatal = fatal or outcome.error
+                    continue
                 self.stats.incr("failed")
                 failures.append({"request_id": request.id, "label": label, "reason": _public_error(outcome.error)})
                 journal.append({"request_id": request.id, "label": label, "status": "failed", "kept": 0})
@@ -170,6 +173,8 @@ class Generator:
         self.stats.incr("accepted", len(accepted))
         self.stats.incr("rejected", len(rejected))
         self.store.write_batch(accepted=accepted, rejected=rejected, failures=failures, journal=journal)
+        if fatal is not None:
+            raise fatal
         now = self._clock()
         if now - self._last_stats >= STATS_EVERY_S:
             self._last_stats = now

@@ -114,13 +114,23 @@ class Planner:
     # -- decisions ----------------------------------------------------------------------------
 
     def next(self) -> PlannedRequest | None:
-        if self.exhausted or self.finished:
+        if self.issued >= self.cap:
             return None
         best, best_short = None, 0.0
-        for label in self.labels:
-            short = self._shortfall(label)
-            if short > best_short:
-                best, best_short = label, short
+        if self.balance:
+            # the hot path (once per request): _shortfall inlined
+            accepted, done, in_flight = self.accepted, self.requests_done, self.in_flight
+            for label in self.labels:
+                got, reqs = accepted[label], done[label]
+                expected = self.per_request if reqs < 3 else max(0.05, got / reqs)
+                short = max(0, self.quota[label] - got) - in_flight[label] * expected
+                if short > best_short:
+                    best, best_short = label, short
+        else:
+            for label in self.labels:
+                short = self._shortfall(label)
+                if short > best_short:
+                    best, best_short = label, short
         if best is None:
             return None
         if not self.balance:

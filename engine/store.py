@@ -44,6 +44,9 @@ STATE = "state.json"
 _APPEND_FILES = (DATA, REJECTS, FAILURES, JOURNAL)
 
 
+_dumps = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
@@ -193,7 +196,7 @@ class RunStore:
     # -- writing ------------------------------------------------------------------------------
 
     def _append(self, name: str, rows: Iterable[dict[str, Any]]) -> None:
-        payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
+        payload = "".join([_dumps(r) + "\n" for r in rows]).encode()
         if not payload:
             return
         fd = self._fds[name]

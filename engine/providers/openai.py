@@ -33,7 +33,10 @@ from .base import Provider
 
 __all__ = ["OpenAIProvider", "make_session"]
 
-_KEEP_HEADER_PREFIXES = ("x-ratelimit-", "retry-after")
+#: The response headers the limiter learns from (looked up by name: cheaper than scanning every header).
+_KEEP_HEADERS = tuple(
+    f"x-ratelimit-{what}-{kind}" for what in ("limit", "remaining", "reset") for kind in ("requests", "tokens")
+) + ("retry-after", "retry-after-ms")
 
 
 def make_session(cfg: ProviderConfig) -> aiohttp.ClientSession:
@@ -44,7 +47,8 @@ def make_session(cfg: ProviderConfig) -> aiohttp.ClientSession:
 
 
 def _kept_headers(raw: Any) -> dict[str, str]:
-    return {k.lower(): v for k, v in raw.items() if k.lower().startswith(_KEEP_HEADER_PREFIXES)}
+    """The rate-limit headers of a response (``raw`` is case-insensitive), under lower-case names."""
+    return {name: value for name in _KEEP_HEADERS if (value := raw.get(name)) is not None}
 
 
 def _error_detail(body: bytes) -> tuple[str, str]:
