@@ -27,7 +27,7 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PIP) install -q --no-deps --no-build-isolation -e .
 	$(BIN)/python -m engine.assets
 	# the ONNX encoder, exported once with optimum into the user cache (offline)
-	$(BIN)/python -m evaluators.encoder
+	$(BIN)/python -m evaluators
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -1,9 +1,9 @@
 """How generation runs: bounded queues, a fixed pool of workers, backpressure.
 
-This module knows nothing about prompts, parsing or files. A producer pulls
-requests from a ``source`` callable into a bounded request queue; ``workers``
-tasks send them through the provider stack and put outcomes on a bounded result
-queue; one consumer drains outcomes in batches (so CPU-heavy stages can
+This module knows nothing about prompts, parsing or files. A fixed pool of
+``workers`` tasks each pull the next request from a ``source`` callable when
+free, send it through the provider stack and put the outcome on a bounded
+result queue; one consumer drains outcomes in batches (so CPU-heavy stages can
 vectorise) and decides when the run is done. Memory is flat whatever N is:
 nothing is created per planned request beyond the request in flight.
 
@@ -26,8 +26,6 @@ from .stats import Stats
 from .types import Completion, Request
 
 __all__ = ["Metered", "Outcome", "Scheduler"]
-
-_STOP = object()
 
 
 @dataclass(slots=True)
@@ -69,7 +67,6 @@ class Scheduler:
         provider: Provider,
         *,
         workers: int,
-        queue_size: int | None = None,
         max_batch: int = 256,
         drain_timeout_s: float = 60.0,
         linger_s: float = 0.005,
@@ -79,7 +76,6 @@ class Scheduler:
             raise ValueError("workers must be >= 1")
         self.provider = provider
         self.workers = workers
-        self.queue_size = queue_size or 2 * workers
         self.max_batch = max_batch
         self.drain_timeout_s = drain_timeout_s
         #: How long the consumer waits for more outcomes to batch after the first (vectorised stages gain).
@@ -108,50 +104,39 @@ class Scheduler:
         """Run until ``consume`` returns True (done) or ``source`` is dry and nothing is in flight.
 
         ``source()`` returns the next request, or ``None`` when there is nothing to
-        send right now; it is asked again after every consumed batch.
+        send right now; idle workers ask it again after every consumed batch.
         """
-        requests: asyncio.Queue[object] = asyncio.Queue(self.queue_size)
         # small: an outcome waiting here is paid for but not yet on disk
         results: asyncio.Queue[Outcome] = asyncio.Queue(self.workers)
         wakeup = asyncio.Event()
         busy = 0  # requests taken by workers and not yet consumed
         self._stopping = False
 
-        async def producer() -> None:
+        async def worker() -> None:
+            # Workers pull from the source themselves: no producer task and no request queue to hand
+            # requests through, so a request costs nothing until a worker is free to send it.
+            nonlocal busy
             while not self._stopping:
                 request = source()
                 if request is None:
                     wakeup.clear()
                     await wakeup.wait()
                     continue
-                await requests.put(request)
-
-        async def worker() -> None:
-            nonlocal busy
-            while True:
-                item = await requests.get()
-                if item is _STOP or self._stopping:
-                    return
-                assert isinstance(item, Request)
                 busy += 1
                 self.sent += 1
-                outcome = await self._call(item)
+                outcome = await self._call(request)
                 await results.put(outcome)
 
-        tasks = [asyncio.create_task(producer(), name="producer")]
-        tasks += [asyncio.create_task(worker(), name=f"worker-{i}") for i in range(self.workers)]
+        tasks = [asyncio.create_task(worker(), name=f"worker-{i}") for i in range(self.workers)]
         try:
             done = False
             while not done:
-                if busy == 0 and requests.empty() and results.empty():
-                    # nothing queued or in flight: give the producer a chance, then check for a dry source
+                if busy == 0 and results.empty():
+                    # nothing in flight: let idle workers ask the source once more; if none found work, it is dry
                     wakeup.set()
                     await asyncio.sleep(0)
-                    if busy == 0 and requests.empty() and results.empty():
-                        request = source()
-                        if request is None:
-                            return  # dry: nothing more to send and nothing in flight
-                        await requests.put(request)
+                    if busy == 0 and results.empty():
+                        return
                 first = await results.get()
                 if self.linger_s and busy > 1:
                     await asyncio.sleep(self.linger_s)
@@ -163,10 +148,7 @@ class Scheduler:
                 wakeup.set()
             # done: send nothing new, but collect what is already paid for
             self._stopping = True
-            tasks[0].cancel()
-            while not requests.empty():
-                requests.get_nowait()
-            await self._drain(results, consume, lambda: busy, tasks[1:])
+            await self._drain(results, consume, lambda: busy, tasks)
         finally:
             self._stopping = True
             for task in tasks:
