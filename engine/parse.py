@@ -512,6 +512,28 @@ def _strip_wrapping(lines: list[str]) -> list[str]:
     return lines
 
 
+@functools.lru_cache(maxsize=64)
+def _exact_keys(task: Task) -> frozenset[str]:
+    return frozenset((*task.fields, "label"))
+
+
+def _fast_path(parser: _Parser, s: str, task: Task) -> bool:
+    """The common reply under a JSON schema: one object with exactly the task's fields and ``label``, all strings.
+
+    Validated like any other item; returns False (nothing done) for anything else, which takes the general path.
+    """
+    try:
+        value = json.loads(s)
+    except ValueError:
+        return False
+    if not isinstance(value, dict) or value.keys() != _exact_keys(task):
+        return False
+    if not all(isinstance(v, str) for v in value.values()):
+        return False
+    parser.add(value, {f: value[f] for f in task.fields}, value["label"])
+    return True
+
+
 def parse_completion(text: str, task: Task, *, expected_label: str | None, per_request: int = 1) -> ParseResult:
     """Turn one model reply into examples; everything unusable becomes a (raw, reason) reject. Never raises."""
     parser = _Parser(task, expected_label)
@@ -519,6 +541,8 @@ def parse_completion(text: str, task: Task, *, expected_label: str | None, per_r
         s = (text or "").strip()
         if not s:
             parser.reject(text or "", "empty")
+            return parser.result
+        if s[0] == "{" and s[-1] == "}" and _fast_path(parser, s, task):
             return parser.result
         value = extract_json(s)
         if value is not None and any(isinstance(c, dict | str) for c in _candidates(value)):

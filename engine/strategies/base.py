@@ -29,10 +29,16 @@ __all__ = ["Complete", "FewShot", "OneShot", "Strategy", "ZeroShot"]
 Complete = Callable[[Request], Awaitable[Completion]]
 
 
+#: Handed to ``_context`` by strategies that sample nothing (never drawn from).
+_UNUSED_RNG = random.Random(0)
+
+
 class Strategy:
     """Builds class-conditioned requests for one task; subclasses add one block of context."""
 
     name = "zero-shot"
+    #: Whether ``_context`` draws from its random generator (a subclass that never does says so).
+    samples = True
 
     def __init__(
         self,
@@ -73,7 +79,8 @@ class Strategy:
     def build(self, *, request_id: str, label: str, seed: int) -> Request:
         if label not in self.task.label_descriptions:
             raise ConfigError(f"label {label!r} is not a label of task {self.task.name!r}")
-        rng = random.Random(seed)
+        # seeding a Mersenne Twister costs more than the rest of build(): only when something is sampled
+        rng = random.Random(seed) if self.samples or self.attributes else _UNUSED_RNG
         blocks, meta = self._context(rng, label)
         if self.attributes:
             attrs = self._sample_attributes(rng, label, meta.get("topic"))
@@ -166,6 +173,7 @@ class ZeroShot(Strategy):
     """The task and label descriptions only."""
 
     name = "zero-shot"
+    samples = False
 
 
 class FewShot(Strategy):
