@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="encoder batch size")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
     parser.add_argument("--no-save", action="store_true", help="do not save the classifier to OUT/model/")
+    parser.add_argument(
+        "--finetune",
+        action="store_true",
+        help="fine-tune the whole encoder (torch, slow) instead of fitting a head on embeddings; saves OUT/model/",
+    )
+    parser.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs (with --finetune)")
 
 
 def load_input(value: str, split: str) -> list[dict[str, Any]]:
@@ -72,6 +79,8 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError("--real-n must be >= 0")
     if args.batch_size < 1:
         raise ConfigError("--batch-size must be >= 1")
+    if args.epochs < 1:
+        raise ConfigError("--epochs must be >= 1")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -118,6 +127,11 @@ def run(args: argparse.Namespace) -> int:
     if not test_texts:
         raise DataError(f"{args.test}: the test data is empty")
     t = lap("load_data", t)
+    inputs = {"train": args.train, "real_train": args.real_train, "real_n": args.real_n, "test": args.test}
+    if args.finetune:
+        report = _finetune_and_score(args, train_texts, train_labels, test_texts, test_labels, lap, t)
+        report.update({"n_train_synthetic": n_synthetic, "n_train_real": n_real, "inputs": inputs})
+        return _write_report(args.out, report, timings, started)
 
     encoder = Encoder.load(args.variant, cache=not args.no_cache)
     t = lap("load_encoder", t)
@@ -147,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
             "n_train_synthetic": n_synthetic,
             "n_train_real": n_real,
             "variant": args.variant,
-            "inputs": {"train": args.train, "real_train": args.real_train, "real_n": args.real_n, "test": args.test},
+            "inputs": inputs,
             "encoder": encoder.directory.name,
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         }
@@ -158,12 +172,61 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_save:
         Classifier.from_head(encoder, head).save(args.out / "model")
         t = lap("save_model", t)
+    return _write_report(args.out, report, timings, started)
+
+
+def _finetune_and_score(
+    args: argparse.Namespace,
+    train_texts: list[str],
+    train_labels: list[str],
+    test_texts: list[str],
+    test_labels: list[str],
+    lap: Callable[[str, float], float],
+    t: float,
+) -> dict[str, Any]:
+    """Fine-tune on the training texts, save to OUT/model/ and score the ONNX model on the test texts."""
+    from collections import Counter
+
+    from evaluators.finetune import FinetunedClassifier, finetune
+    from evaluators.metrics import classification_report
+
+    model_dir = finetune(train_texts, train_labels, epochs=args.epochs, seed=args.seed, out_dir=args.out / "model")
+    t = lap("finetune", t)
+    classifier = FinetunedClassifier.load(model_dir)
+    predictions = classifier.predict(test_texts)
+    t = lap("score", t)
+    seen = set(classifier.labels)
+    metrics = classification_report(test_labels, predictions, classifier.labels)
+    seen_idx = [i for i, label in enumerate(test_labels) if label in seen]
+    return {
+        **{k: metrics[k] for k in ("accuracy", "macro_f1", "per_class", "confusion")},
+        "accuracy_seen_labels": sum(predictions[i] == test_labels[i] for i in seen_idx) / len(seen_idx)
+        if seen_idx
+        else 0.0,
+        "unseen_test_labels": dict(sorted(Counter(x for x in test_labels if x not in seen).items())),
+        "train_labels": classifier.labels,
+        "n_test": len(test_labels),
+        "n_train": len(train_labels),
+        "train_label_counts": dict(sorted(Counter(train_labels).items())),
+        "seed": args.seed,
+        "head": "finetune",
+        "variant": "finetuned",
+        "finetuned": True,
+        "epochs": args.epochs,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+    }
+
+
+def _write_report(out: Path, report: dict[str, Any], timings: dict[str, float], started: float) -> int:
+    from rich.console import Console
+
+    out.mkdir(parents=True, exist_ok=True)
     timings["total"] = round(time.perf_counter() - started, 3)
     report["timings_s"] = timings
-    tmp = args.out / "report.json.tmp"
+    tmp = out / "report.json.tmp"
     tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, args.out / "report.json")
-    _print_report(Console(highlight=False), report, args.out)
+    os.replace(tmp, out / "report.json")
+    _print_report(Console(highlight=False), report, out)
     return 0
 
 

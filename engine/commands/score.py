@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     from evaluators.classifier import Classifier
     from evaluators.data import load_records, record_texts
+    from evaluators.finetune import FinetunedClassifier
 
     if args.batch_size < 1:
         raise ConfigError("--batch-size must be >= 1")
@@ -44,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     if suffix not in (".jsonl", ".json", ".ndjson", ".csv"):
         raise ConfigError(f"--out {args.out}: unknown file type", hint="end it in .jsonl or .csv")
     fields = [f.strip() for f in args.fields.split(",") if f.strip()] if args.fields else None
-    classifier = Classifier.load(args.model)
+    finetuned = (Path(args.model) / "finetune.json").exists()  # written by `eval --finetune`
+    classifier: Any = FinetunedClassifier.load(args.model) if finetuned else Classifier.load(args.model)
     records = load_records(args.input)
     texts = record_texts(records, fields)
     console = Console(stderr=True, highlight=False)
@@ -53,9 +55,13 @@ def run(args: argparse.Namespace) -> int:
         TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True
     ) as bar:
         task_id = bar.add_task("scoring", total=len(texts))
-        probs = classifier.predict_proba(
-            texts, args.batch_size, lambda done, total: bar.update(task_id, completed=done, total=total)
-        )
+        if finetuned:
+            probs = classifier.predict_proba(texts, args.batch_size)
+            bar.update(task_id, completed=len(texts))
+        else:
+            probs = classifier.predict_proba(
+                texts, args.batch_size, lambda done, total: bar.update(task_id, completed=done, total=total)
+            )
     elapsed = time.perf_counter() - started
     labels = classifier.labels
     out_records: list[dict[str, Any]] = []
