@@ -118,7 +118,8 @@ class RunConfig:
     #: Price per 1M tokens (input, output) for a cost estimate; None = unknown.
     price_in: float | None = None
     price_out: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: Condition each prompt on sampled attributes (length, style, audience, sub-topic), AttrPrompt style.
+    attributes: bool = False
 
     def __post_init__(self) -> None:
         if self.n <= 0:

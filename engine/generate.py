@@ -239,7 +239,7 @@ async def generate(
         shots=run.shots,
         per_request=run.per_request,
         structured=run.structured,
-        attributes=bool(run.extra.get("attributes", False)),
+        attributes=run.attributes,
         seed=run.seed,
         max_tokens=run.max_tokens,
         temperature=run.temperature,

@@ -82,7 +82,6 @@ class Scheduler:
         self.linger_s = linger_s
         self.fallback = fallback
         self._stopping = False
-        self.sent = 0
 
     async def _call(self, request: Request) -> Outcome:
         try:
@@ -123,7 +122,6 @@ class Scheduler:
                     await wakeup.wait()
                     continue
                 busy += 1
-                self.sent += 1
                 outcome = await self._call(request)
                 await results.put(outcome)
 

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         structured=not args.no_structured,
         price_in=args.price_in,
         price_out=args.price_out,
-        extra={"attributes": True} if args.attributes else {},
+        attributes=args.attributes,
     )
     limit = RateLimit(rpm=args.rpm, tpm=args.tpm, max_in_flight=args.concurrency)
     retry = RetryPolicy(max_attempts=args.max_attempts)
