@@ -18,7 +18,7 @@ from typing import Any
 
 from .config import ProviderConfig, RateLimit, RetryPolicy, RunConfig
 from .dedup import DedupConfig, DedupFilter
-from .errors import BadRequest, EngineError, FatalError
+from .errors import BadRequest, DataError, EngineError, FatalError
 from .limits import AdmissionController
 from .parse import parse_completion
 from .plan import Planner
@@ -231,8 +231,12 @@ async def generate(
     stats = stats or Stats()
     task = load_task(run.task)
     train = None
-    if run.strategy in ("one-shot", "few-shot") or options.reference_real:
-        train = load_real(task, "train", data_file=options.data_file)
+    if run.strategy in ("one-shot", "few-shot"):
+        train = load_real(task, "train", data_file=options.data_file)  # the shots: required
+    elif options.reference_real:
+        # only to drop copies of real texts: a task without real data still generates (zero-shot, topic)
+        with contextlib.suppress(DataError):
+            train = load_real(task, "train", data_file=options.data_file)
     strategy = make_strategy(
         run.strategy,
         task,

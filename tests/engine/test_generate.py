@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from engine.config import ProviderConfig, RateLimit, RetryPolicy, RunConfig
+from engine.errors import DataError
 from engine.generate import GenerateOptions, generate
 from engine.sim.config import SimConfig
 from engine.sim.server import running_sim
@@ -188,3 +189,15 @@ async def test_bad_input_gives_one_line_error(tmp_path, args, needle):
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and needle in lines[0], lines
+
+
+async def test_zero_shot_needs_no_real_data_but_few_shot_says_what_to_pass(tmp_path):
+    async with running_sim(SimConfig(seed=8)) as sim:
+        cfg = ProviderConfig(base_url=sim.url, model="sim")
+        options = GenerateOptions(out_dir=tmp_path / "zs", progress=False)
+        final = await generate(RunConfig(task="sst2", n=6, max_tokens=64), cfg, RateLimit(), RetryPolicy(), options)
+        assert final["accepted"] == 6
+        few = RunConfig(task="sst2", strategy="few-shot", n=6, max_tokens=64)
+        with pytest.raises(DataError, match="--data"):
+            await generate(few, cfg, RateLimit(), RetryPolicy(), GenerateOptions(out_dir=tmp_path / "fs"))
+    assert not (tmp_path / "fs").exists()
