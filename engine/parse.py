@@ -195,6 +195,13 @@ def _task_echoes(task: Task) -> dict[str, frozenset[str]]:
     return {key: frozenset(key.split()) for key in keys}
 
 
+@functools.lru_cache(maxsize=64)
+def _echo_bounds(task: Task) -> tuple[float, float]:
+    """Key lengths outside these cannot reach a 0.85 ratio with any description: 2*min(a, b) < 0.85*(a + b)."""
+    lengths = [len(key) for key in _task_echoes(task)] or [0]
+    return min(lengths) * _ECHO_RATIO / (2 - _ECHO_RATIO), max(lengths) * (2 - _ECHO_RATIO) / _ECHO_RATIO
+
+
 def match_label(raw: Any, task: Task) -> str | None:
     """The task label ``raw`` means (case, spacing, a typo, yes/no for true/false), or None."""
     if isinstance(raw, list) and raw:
@@ -300,6 +307,9 @@ class _Parser:
         key = _echo_key(value)
         if key in self.echoes:
             return True
+        lo, hi = _echo_bounds(self.task)
+        if not lo <= len(key) <= hi:
+            return False  # too long or too short for a 0.85 ratio with any description (the length test below)
         words = frozenset(key.split())
         for echo, echo_words in self.echoes.items():
             if 2 * min(len(key), len(echo)) < _ECHO_RATIO * (len(key) + len(echo)):

@@ -39,6 +39,11 @@ _KEEP_HEADERS = tuple(
 ) + ("retry-after", "retry-after-ms")
 
 
+_dumps = json.JSONEncoder().encode
+#: Response formats whose JSON is kept (a run has one or a few per label).
+_FORMAT_CACHE = 256
+
+
 def make_session(cfg: ProviderConfig) -> aiohttp.ClientSession:
     """One shared session with a bounded connector; call inside the running loop."""
     connector = aiohttp.TCPConnector(limit=cfg.max_connections, limit_per_host=cfg.max_connections, ttl_dns_cache=300)
@@ -77,6 +82,8 @@ class OpenAIProvider(Provider):
         self._headers = {"Content-Type": "application/json", **cfg.extra_headers}
         if cfg.api_key:
             self._headers["Authorization"] = f"Bearer {cfg.api_key}"
+        self._prefix = '{"model": ' + _dumps(cfg.model) + ', "messages": '
+        self._format_json: dict[int, tuple[Any, str]] = {}
 
     # -- request body -------------------------------------------------------------------------
 
@@ -98,10 +105,35 @@ class OpenAIProvider(Provider):
             body["stream_options"] = {"include_usage": True}
         return body
 
+    def encode(self, request: Request) -> bytes:
+        """``json.dumps(self.body(request))``, with the parts that repeat across requests serialised once.
+
+        A response format is usually one shared object per label; its JSON is cached by identity (the cache
+        holds the object, so its id cannot be reused while cached).
+        """
+        parts = [self._prefix, _dumps(request.messages), ', "max_tokens": ', str(int(request.max_tokens))]
+        parts += [', "temperature": ', _dumps(request.temperature)]
+        if request.top_p is not None:
+            parts += [', "top_p": ', _dumps(request.top_p)]
+        if request.seed is not None:
+            parts += [', "seed": ', str(int(request.seed))]
+        fmt = request.response_format
+        if fmt is not None:
+            cached = self._format_json.get(id(fmt))
+            if cached is None or cached[0] is not fmt:
+                if len(self._format_json) >= _FORMAT_CACHE:
+                    self._format_json.clear()
+                cached = self._format_json[id(fmt)] = (fmt, _dumps(fmt))
+            parts += [', "response_format": ', cached[1]]
+        if request.stream:
+            parts.append(', "stream": true, "stream_options": {"include_usage": true}')
+        parts.append("}")
+        return "".join(parts).encode()
+
     # -- the one real method ------------------------------------------------------------------
 
     async def complete(self, request: Request) -> Completion:
-        payload = json.dumps(self.body(request)).encode()
+        payload = self.encode(request)
         started = time.perf_counter()
         try:
             async with self.session.post(self._url, data=payload, headers=self._headers) as resp:

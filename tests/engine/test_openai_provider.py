@@ -127,3 +127,17 @@ def test_parse_retry_after_prefers_ms():
     assert parse_retry_after({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
     assert parse_retry_after({"retry-after": "2"}) == 2.0
     assert parse_retry_after({}) is None
+
+
+def test_encoded_body_is_the_body_as_json():
+    cfg = ProviderConfig(base_url="http://127.0.0.1:9/v1", model='m "quoted"')
+    p = OpenAIProvider.__new__(OpenAIProvider)
+    OpenAIProvider.__init__(p, None, cfg)  # type: ignore[arg-type]
+    shared = SCHEMA
+    for r in (
+        req(0),
+        req(1, response_format=shared, seed=7, top_p=0.9, temperature=0.3),
+        req(2, response_format=shared, stream=True),
+        req(3, response_format={**SCHEMA}),  # an equal but distinct object
+    ):
+        assert json.loads(p.encode(r)) == p.body(r)
