@@ -119,11 +119,14 @@ class Planner:
         best, best_short = None, 0.0
         if self.balance:
             # the hot path (once per request): _shortfall inlined
-            accepted, done, in_flight = self.accepted, self.requests_done, self.in_flight
-            for label in self.labels:
-                got, reqs = accepted[label], done[label]
-                expected = self.per_request if reqs < 3 else max(0.05, got / reqs)
-                short = max(0, self.quota[label] - got) - in_flight[label] * expected
+            accepted, done, in_flight, per_request = self.accepted, self.requests_done, self.in_flight, self.per_request
+            for label, quota in self.quota.items():
+                got = accepted[label]
+                if got >= quota:
+                    continue
+                reqs = done[label]
+                expected = per_request if reqs < 3 else max(0.05, got / reqs)
+                short = quota - got - in_flight[label] * expected
                 if short > best_short:
                     best, best_short = label, short
         else:

@@ -83,17 +83,15 @@ class Scheduler:
         self.fallback = fallback
         self._stopping = False
 
-    async def _call(self, request: Request) -> Outcome:
+    async def _recover(self, request: Request, exc: EngineError) -> Outcome:
+        """A request's attempts ended in ``exc``: one more try if the fallback rewrites it, else the error."""
+        retry = self.fallback(request, exc) if self.fallback else None
+        if retry is None:
+            return Outcome(request, error=exc)
         try:
-            return Outcome(request, completion=await self.provider.complete(request))
-        except EngineError as exc:
-            retry = self.fallback(request, exc) if self.fallback else None
-            if retry is None:
-                return Outcome(request, error=exc)
-            try:
-                return Outcome(retry, completion=await self.provider.complete(retry))
-            except EngineError as exc2:
-                return Outcome(retry, error=exc2)
+            return Outcome(retry, completion=await self.provider.complete(retry))
+        except EngineError as exc2:
+            return Outcome(retry, error=exc2)
 
     async def run(
         self,
@@ -111,6 +109,8 @@ class Scheduler:
         busy = 0  # requests taken by workers and not yet consumed
         self._stopping = False
 
+        complete = self.provider.complete
+
         async def worker() -> None:
             # Workers pull from the source themselves: no producer task and no request queue to hand
             # requests through, so a request costs nothing until a worker is free to send it.
@@ -122,7 +122,10 @@ class Scheduler:
                     await wakeup.wait()
                     continue
                 busy += 1
-                outcome = await self._call(request)
+                try:  # inline rather than a helper coroutine: this runs once per request
+                    outcome = Outcome(request, completion=await complete(request))
+                except EngineError as exc:
+                    outcome = await self._recover(request, exc)
                 await results.put(outcome)
 
         tasks = [asyncio.create_task(worker(), name=f"worker-{i}") for i in range(self.workers)]
