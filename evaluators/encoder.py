@@ -50,6 +50,7 @@ __all__ = [
     "join_fields",
     "load_tokenizer",
     "model_path",
+    "optimum_export",
 ]
 
 Variant = Literal["fp32", "opt", "int8"]
@@ -140,25 +141,33 @@ def export_dir(root: Path | None = None) -> Path:
 _EXPORT_SCRIPT = """
 import sys
 from optimum.exporters.onnx import main_export
-main_export(sys.argv[1], sys.argv[2], task="feature-extraction", library_name="transformers",
+main_export(sys.argv[1], sys.argv[2], task=sys.argv[3], library_name="transformers",
             local_files_only=True, do_validation=True)
 """
 
 
-def _export(out: Path) -> None:
-    src = _source_dir()
-    raw = out / "raw"
+def optimum_export(src: Path, dest: Path, *, task: str, what: str) -> None:
+    """Export the transformers model in ``src`` to ``dest/model.onnx`` with optimum, offline, in a child process.
+
+    A child keeps torch and the exporter out of this process; ``what`` names the model in the error.
+    """
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     proc = subprocess.run(
-        [sys.executable, "-c", _EXPORT_SCRIPT, str(src), str(raw)],
+        [sys.executable, "-c", _EXPORT_SCRIPT, str(src), str(dest), task],
         env=env,
         capture_output=True,
         text=True,
         check=False,
     )
-    if proc.returncode != 0 or not (raw / "model.onnx").exists():
+    if proc.returncode != 0 or not (dest / "model.onnx").exists():
         tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
-        raise ConfigError(f"exporting {MODEL_NAME} to ONNX failed: {tail}", hint="check the optimum install")
+        raise ConfigError(f"exporting {what} to ONNX failed: {tail}", hint="check the optimum install")
+
+
+def _export(out: Path) -> None:
+    src = _source_dir()
+    raw = out / "raw"
+    optimum_export(src, raw, task="feature-extraction", what=MODEL_NAME)
     import onnx
 
     model = onnx.load(str(raw / "model.onnx"))

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,7 +27,7 @@ import numpy as np
 
 from engine.errors import ConfigError, DataError
 
-from .encoder import _source_dir, load_tokenizer, make_session, run_session, tokenize
+from .encoder import _source_dir, load_tokenizer, make_session, optimum_export, run_session, tokenize
 
 __all__ = ["FinetunedClassifier", "export", "finetune", "train"]
 
@@ -94,14 +92,6 @@ def train(
     return model, tokenizer, names
 
 
-_EXPORT_SCRIPT = """
-import sys
-from optimum.exporters.onnx import main_export
-main_export(sys.argv[1], sys.argv[2], task="text-classification", library_name="transformers",
-            local_files_only=True, do_validation=True)
-"""
-
-
 def export(model: Any, tokenizer: Any, labels: Sequence[str], out_dir: str | Path, **meta: Any) -> Path:
     """Save the fine-tuned ``model`` and export it to ``out_dir/model.onnx`` (with tokenizer and labels)."""
     out = Path(out_dir)
@@ -109,17 +99,7 @@ def export(model: Any, tokenizer: Any, labels: Sequence[str], out_dir: str | Pat
     with tempfile.TemporaryDirectory(prefix="finetuned-") as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-        proc = subprocess.run(
-            [sys.executable, "-c", _EXPORT_SCRIPT, tmp, str(out)],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    if proc.returncode != 0 or not (out / "model.onnx").exists():
-        tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
-        raise ConfigError(f"exporting the fine-tuned model to ONNX failed: {tail}", hint="check the optimum install")
+        optimum_export(Path(tmp), out, task="text-classification", what="the fine-tuned model")
     (out / "labels.json").write_text(json.dumps(list(labels), indent=2) + "\n")
     (out / "finetune.json").write_text(json.dumps(meta, indent=2) + "\n")
     return out

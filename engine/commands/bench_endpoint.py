@@ -30,24 +30,22 @@ DESCRIPTION = (
 )
 
 
-def _ints(value: str) -> tuple[int, ...]:
+def _parse_levels(value: str, cast: type, example: str, what: str) -> tuple[Any, ...]:
     try:
-        levels = tuple(int(v) for v in value.split(",") if v.strip())
+        levels = tuple(cast(v) for v in value.split(",") if v.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers like 1,2,4,8, got {value!r}") from None
+        raise argparse.ArgumentTypeError(f"expected {example}, got {value!r}") from None
     if not levels:
-        raise argparse.ArgumentTypeError("expected at least one level")
+        raise argparse.ArgumentTypeError(f"expected at least one {what}")
     return levels
+
+
+def _ints(value: str) -> tuple[int, ...]:
+    return _parse_levels(value, int, "integers like 1,2,4,8", "level")
 
 
 def _floats(value: str) -> tuple[float, ...]:
-    try:
-        levels = tuple(float(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers like 1,2,5, got {value!r}") from None
-    if not levels:
-        raise argparse.ArgumentTypeError("expected at least one rate")
-    return levels
+    return _parse_levels(value, float, "numbers like 1,2,5", "rate")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
