@@ -328,6 +328,48 @@ def headline_e2e(data: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
+def headline_encoder(data: dict[str, Any]) -> list[tuple[str, str]]:
+    name = str(get(data, "default_variant"))
+    row = get(data, f"backends.{name}") or {}
+
+    def points(key: str) -> str:
+        value = row.get(f"{key}_delta_points")
+        return f"{value:+.2f} points" if _is_number(value) else "-"
+
+    def share(value: Any) -> str:
+        return f"{100 * value:.1f}%" if _is_number(value) else "-"
+
+    return [
+        (f"{name} (default) / PyTorch, short texts per s", ratio(row.get("short_speedup"))),
+        (f"{name} (default) / PyTorch, long texts per s", ratio(row.get("long_speedup"))),
+        (
+            f"{name} (default), accuracy change vs PyTorch, BBC / tweets",
+            f"{points('accuracy')} / {points('tweets_accuracy')}",
+        ),
+        (f"{name} (default), BBC predictions agreeing with PyTorch", share(row.get("agreement_with_pytorch"))),
+    ]
+
+
+def section_encoder(data: dict[str, Any]) -> list[str]:
+    from .bench_encoder import table as encoder_table
+
+    what = ", ".join(
+        f"{label} {fmt(get(data, key))}"
+        for label, key in (
+            ("short texts", "n_short"),
+            ("long texts", "n_long"),
+            ("batch size", "batch_size"),
+            ("max tokens per batch", "max_batch_tokens"),
+            ("torch threads", "torch_threads"),
+        )
+    )
+    return [
+        f"BBC News train {fmt(get(data, 'n_train'))} / test {fmt(get(data, 'n_test'))}; {what}.",
+        "",
+        *encoder_table(data).splitlines(),
+    ]
+
+
 def section_e2e(data: dict[str, Any]) -> list[str]:
     rows = [
         [name]
@@ -391,7 +433,7 @@ RENDERERS: dict[str, Renderer] = {
     ),
     "dedup": Renderer("Vectorised MinHash vs datasketch's per-document path", headline_dedup, section_dedup),
     "encoder": Renderer(
-        "The ONNX encoder on onnxruntime vs the same model on PyTorch", headline_generic, section_generic
+        "The ONNX encoder on onnxruntime vs the same model on PyTorch", headline_encoder, section_encoder
     ),
     "e2e": Renderer("End to end: accepted examples per second with the local LLM", headline_e2e, section_e2e),
     "endpoint": Renderer("bench-endpoint against the local llama.cpp server", headline_endpoint, section_endpoint),

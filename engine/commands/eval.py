@@ -26,7 +26,7 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from evaluators.encoder import DEFAULT_VARIANT, VARIANTS  # light: numpy only
+    from evaluators.encoder import DEFAULT_VARIANT, VARIANT_HELP, VARIANTS  # light: numpy only
     from evaluators.head import HEAD_KINDS
 
     parser.add_argument("--train", action="append", default=[], metavar="FILE", help="training data (repeatable)")
@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test", required=True, metavar="FILE", help="real test data (or a task name)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="where report.json and model/ go")
     parser.add_argument("--seed", type=int, default=0, help="seed for the real-data sample and the head")
-    parser.add_argument("--variant", choices=VARIANTS, default=DEFAULT_VARIANT, help="encoder variant")
+    parser.add_argument("--variant", choices=VARIANTS, default=DEFAULT_VARIANT, help=VARIANT_HELP)
     parser.add_argument("--head", choices=HEAD_KINDS, default="logreg", help="classifier head")
     parser.add_argument("--fields", help="comma-separated text fields (default: `text`, or detected pair fields)")
     parser.add_argument("--batch-size", type=int, default=64, help="encoder batch size")

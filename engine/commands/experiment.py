@@ -21,7 +21,7 @@ See examples/grids/ for the grid format."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from evaluators.encoder import DEFAULT_VARIANT, VARIANTS  # light: numpy only
+    from evaluators.encoder import DEFAULT_VARIANT, VARIANT_HELP, VARIANTS  # light: numpy only
 
     p.add_argument("grid", metavar="GRID.yaml", type=Path, help="grid file (see examples/grids/)")
     p.add_argument("--out", type=Path, help="output directory (default: runs/experiment-<grid name>)")
@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--base-url", help="OpenAI-style base URL ending in /v1")
     g.add_argument("--model", help="model name (required with --base-url)")
     g.add_argument("--local", action="store_true", help="use the packaged local model (the default without --base-url)")
-    p.add_argument("--variant", choices=VARIANTS, default=DEFAULT_VARIANT, help="encoder variant for the embeddings")
+    p.add_argument("--variant", choices=VARIANTS, default=DEFAULT_VARIANT, help=VARIANT_HELP)
 
 
 def run(args: argparse.Namespace) -> int:

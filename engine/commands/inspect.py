@@ -21,7 +21,7 @@ synthetic label). Large corpora are sampled (--seed) to bound the cost."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from evaluators.encoder import DEFAULT_VARIANT, VARIANTS  # light: numpy only
+    from evaluators.encoder import DEFAULT_VARIANT, VARIANT_HELP, VARIANTS  # light: numpy only
 
     p.add_argument("path", metavar="FILE_OR_RUN_DIR", type=Path, help="a run directory or a data file")
     real = p.add_mutually_exclusive_group()
@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for sampling large corpora")
     p.add_argument("--top-k", type=int, default=5, help="k of the top-k similarity to real examples")
     p.add_argument("--max-embed", type=int, default=2000, help="most synthetic examples to embed")
-    p.add_argument("--variant", choices=VARIANTS, default=DEFAULT_VARIANT, help="encoder variant")
+    p.add_argument("--variant", choices=VARIANTS, default=DEFAULT_VARIANT, help=VARIANT_HELP)
     p.add_argument("--no-embed", action="store_true", help="skip the embedding-based metrics")
 
 

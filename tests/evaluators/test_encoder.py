@@ -3,7 +3,7 @@ import pytest
 
 from engine.errors import ConfigError
 from evaluators.classifier import Classifier
-from evaluators.encoder import Encoder, Tokenized, export_dir, model_path
+from evaluators.encoder import Encoder, Tokenized, export_dir, ffn_down_projections, model_path
 from evaluators.head import train_head
 
 TEXTS = [
@@ -25,6 +25,35 @@ def test_tokenized_batches_sort_by_length_and_restore_order():
         for row, p in enumerate(pos):
             assert feeds["input_ids"][row, : widths[row]].tolist() == tok.ids[p]
     assert seen == [1, 2, 0, 3]
+
+
+def test_batches_hold_at_most_max_tokens_and_are_as_full_as_allowed():
+    rng = np.random.default_rng(0)
+    tok = Tokenized([[1] * int(n) for n in rng.integers(1, 300, size=500)])
+    seen: list[int] = []
+    batches = list(tok.batches(32, max_tokens=1024))
+    for i, (pos, feeds) in enumerate(batches):
+        seen.extend(pos.tolist())
+        n, width = feeds["input_ids"].shape
+        assert n <= 32 and (n * width <= 1024 or n == 1)
+        if i + 1 < len(batches) and n < 32:
+            # the next text would not have fitted: it is at least as long as this batch's widest
+            next_width = batches[i + 1][1]["input_ids"].shape[1]
+            assert (n + 1) * next_width > 1024
+    assert sorted(seen) == list(range(500))
+    # a text longer than the budget still goes, alone
+    assert [len(p) for p, _ in Tokenized([[1] * 50, [1] * 5]).batches(8, max_tokens=20)] == [1, 1]
+
+
+def test_int8_keeps_the_ffn_down_projections_in_fp32(onnx_root):
+    import onnx
+
+    down = ffn_down_projections(model_path("opt", onnx_root))
+    assert len(down) == 6  # one per layer of MiniLM-L6
+    nodes = {n.name: n.op_type for n in onnx.load(str(model_path("int8", onnx_root))).graph.node}
+    assert all(nodes[name] == "MatMul" for name in down)
+    ops = list(nodes.values())
+    assert ops.count("MatMulInteger") == 12 and ops.count("QAttention") == 6  # everything else is quantised
 
 
 def test_embeddings_are_unit_vectors_in_order(fp32_encoder):
@@ -118,4 +147,4 @@ def test_mlp_classifier_graph(fp32_encoder, tiny):
 def test_variants_stay_close_to_fp32(onnx_root, fp32_encoder, tmp_path, variant):
     enc = Encoder.load(variant, cache=False, root=onnx_root)
     cos = (enc.embed(TEXTS) * fp32_encoder.embed(TEXTS)).sum(axis=1)
-    assert cos.min() > (0.9999 if variant == "opt" else 0.85)
+    assert cos.min() > (0.9999 if variant == "opt" else 0.98)
