@@ -30,6 +30,8 @@ class Request:
     meta: dict[str, Any] = field(default_factory=dict)
     #: Prompt tokens as counted locally (tiktoken) for admission control; 0 = not counted.
     prompt_tokens: int = 0
+    #: ``messages`` is one list many requests share (a prompt that samples nothing); never mutate it.
+    shared_messages: bool = False
 
 
 @dataclass(slots=True)

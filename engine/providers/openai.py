@@ -40,7 +40,7 @@ _KEEP_HEADERS = tuple(
 
 
 _dumps = json.JSONEncoder().encode
-#: Response formats whose JSON is kept (a run has one or a few per label).
+#: Shared request parts whose JSON is kept (a run has one or a few per label).
 _FORMAT_CACHE = 256
 
 
@@ -105,26 +105,30 @@ class OpenAIProvider(Provider):
             body["stream_options"] = {"include_usage": True}
         return body
 
-    def encode(self, request: Request) -> bytes:
-        """``json.dumps(self.body(request))``, with the parts that repeat across requests serialised once.
+    def _shared_json(self, obj: Any) -> str:
+        """The JSON of an object many requests share (a label's response format, a fixed prompt), made once.
 
-        A response format is usually one shared object per label; its JSON is cached by identity (the cache
-        holds the object, so its id cannot be reused while cached).
+        Cached by identity; the cache holds the object, so its id cannot be reused while cached. Shared
+        request parts are never mutated.
         """
-        parts = [self._prefix, _dumps(request.messages), ', "max_tokens": ', str(int(request.max_tokens))]
+        cached = self._format_json.get(id(obj))
+        if cached is None or cached[0] is not obj:
+            if len(self._format_json) >= _FORMAT_CACHE:
+                self._format_json.clear()
+            cached = self._format_json[id(obj)] = (obj, _dumps(obj))
+        return cached[1]
+
+    def encode(self, request: Request) -> bytes:
+        """``json.dumps(self.body(request))``, with the parts that repeat across requests serialised once."""
+        messages = self._shared_json(request.messages) if request.shared_messages else _dumps(request.messages)
+        parts = [self._prefix, messages, ', "max_tokens": ', str(int(request.max_tokens))]
         parts += [', "temperature": ', _dumps(request.temperature)]
         if request.top_p is not None:
             parts += [', "top_p": ', _dumps(request.top_p)]
         if request.seed is not None:
             parts += [', "seed": ', str(int(request.seed))]
-        fmt = request.response_format
-        if fmt is not None:
-            cached = self._format_json.get(id(fmt))
-            if cached is None or cached[0] is not fmt:
-                if len(self._format_json) >= _FORMAT_CACHE:
-                    self._format_json.clear()
-                cached = self._format_json[id(fmt)] = (fmt, _dumps(fmt))
-            parts += [', "response_format": ', cached[1]]
+        if request.response_format is not None:
+            parts += [', "response_format": ', self._shared_json(request.response_format)]
         if request.stream:
             parts.append(', "stream": true, "stream_options": {"include_usage": true}')
         parts.append("}")

@@ -79,19 +79,47 @@ class Strategy:
     def build(self, *, request_id: str, label: str, seed: int) -> Request:
         if label not in self.task.label_descriptions:
             raise ConfigError(f"label {label!r} is not a label of task {self.task.name!r}")
-        # seeding a Mersenne Twister costs more than the rest of build(): only when something is sampled
-        rng = random.Random(seed) if self.samples or self.attributes else _UNUSED_RNG
+        if not (self.samples or self.attributes):
+            messages, fixed_meta = self._fixed_prompt(label)
+            request = self._request(request_id, label, seed, messages, dict(fixed_meta))
+            request.shared_messages = True
+            return request
+        rng = random.Random(seed)
         blocks, meta = self._context(rng, label)
         if self.attributes:
             attrs = self._sample_attributes(rng, label, meta.get("topic"))
             what = "example" if self.per_request == 1 else "examples"
             blocks.append(prompts.ATTRIBUTES_BLOCK.format(what=what, **attrs))
             meta["attributes"] = attrs
+        return self._request(request_id, label, seed, self._messages(label, blocks), self._meta(meta))
+
+    def _messages(self, label: str, blocks: list[str]) -> list[dict[str, str]]:
         user = "\n\n".join([self._task_block(), *blocks, self._request_lines(label)])
-        meta = {"strategy": self.name, **meta, "per_request": self.per_request, "structured": self.structured}
+        return [{"role": "system", "content": prompts.SYSTEM}, {"role": "user", "content": user}]
+
+    def _meta(self, context_meta: dict[str, Any]) -> dict[str, Any]:
+        return {"strategy": self.name, **context_meta, "per_request": self.per_request, "structured": self.structured}
+
+    def _fixed_prompt(self, label: str) -> tuple[list[dict[str, str]], dict[str, Any]]:
+        """The prompt of a strategy that samples nothing: the same for every request of a label, built once.
+
+        The messages list is shared by those requests (nobody mutates a request's messages), which also lets
+        the provider serialise it once.
+        """
+        cache: dict[tuple[str, bool], tuple[list[dict[str, str]], dict[str, Any]]]
+        cache = self.__dict__.setdefault("_fixed_prompt_cache", {})
+        key = (label, self.structured)
+        if key not in cache:
+            blocks, meta = self._context(_UNUSED_RNG, label)
+            cache[key] = (self._messages(label, blocks), self._meta(meta))
+        return cache[key]
+
+    def _request(
+        self, request_id: str, label: str, seed: int, messages: list[dict[str, str]], meta: dict[str, Any]
+    ) -> Request:
         return Request(
             id=request_id,
-            messages=[{"role": "system", "content": prompts.SYSTEM}, {"role": "user", "content": user}],
+            messages=messages,
             max_tokens=self.max_tokens,
             temperature=self.temperature,
             top_p=self.top_p,

@@ -91,6 +91,17 @@ class Task:
     #: The YAML file this task came from (relative ``file:`` sources resolve against its folder).
     path: Path | None = field(default=None, compare=False)
 
+    def __hash__(self) -> int:
+        # Tasks key the lru caches of the parse and prompt hot paths: hash the compared fields once, not per call.
+        cached: int | None = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash(
+                (self.name, self.description, self.labels, self.fields, self.domain, self.source)
+                + (self.min_chars, self.max_chars)
+            )
+            object.__setattr__(self, "_hash", cached)
+        return cached
+
     @property
     def is_pair(self) -> bool:
         return len(self.fields) > 1

@@ -141,3 +141,25 @@ def test_encoded_body_is_the_body_as_json():
         req(3, response_format={**SCHEMA}),  # an equal but distinct object
     ):
         assert json.loads(p.encode(r)) == p.body(r)
+
+
+def test_shared_prompts_are_serialised_once_and_stay_right():
+    from engine.strategies import make_strategy
+    from engine.tasks import load_task
+
+    cfg = ProviderConfig(base_url="http://127.0.0.1:9/v1", model="m")
+    p = OpenAIProvider.__new__(OpenAIProvider)
+    OpenAIProvider.__init__(p, None, cfg)  # type: ignore[arg-type]
+    task = load_task("bbc-news")
+    zero = make_strategy("zero-shot", task)
+    a, b = zero.build(request_id="a", label="sport", seed=1), zero.build(request_id="b", label="sport", seed=2)
+    c = zero.build(request_id="c", label="tech", seed=3)
+    assert a.shared_messages and a.messages is b.messages and a.messages is not c.messages
+    assert a.meta is not b.meta  # per-request metadata stays per request
+    for r in (a, b, c, a):
+        assert json.loads(p.encode(r)) == p.body(r)
+    # a strategy that samples builds fresh messages per request, which are not cached
+    attrs = make_strategy("zero-shot", task, attributes=True)
+    d = attrs.build(request_id="d", label="sport", seed=1)
+    assert not d.shared_messages
+    assert json.loads(p.encode(d)) == p.body(d)

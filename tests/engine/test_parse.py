@@ -335,3 +335,16 @@ def test_real_topic_phase_outputs():
     assert parse_topics(replies["positive"]) == []  # a run of emoji: the generic sub-topics take over
     assert fx["topics"]["positive"] == list(GENERIC_SUBTOPICS)
     assert fx["request"]["messages"][1]["content"].count("The example is about this topic:") == 1
+
+
+def test_echo_key_fast_path_matches_the_regex():
+    import re
+
+    from engine.parse import _echo_key
+
+    non_word = re.compile(r"[\W_]+")
+    rng = random.Random(0)
+    alphabet = "ab Z9_-.,!\t\n'\"()" + "é—"
+    for _ in range(5000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 25)))
+        assert _echo_key(text) == non_word.sub(" ", text.lower()).strip(), repr(text)

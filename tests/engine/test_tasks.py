@@ -216,3 +216,12 @@ def test_cli_data_export_missing_source_is_one_line_error(tmp_path: Path, capsys
     assert main(["data", "export", "rte", "--out", str(tmp_path / "x.jsonl")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("corpusforge: error:") and "--data" in err and "Traceback" not in err
+
+
+def test_task_hash_is_cached_and_follows_equality():
+    import dataclasses
+
+    a, b = load_task("bbc-news"), load_task("bbc-news")
+    assert a == b and hash(a) == hash(b) == hash(a)
+    other = dataclasses.replace(a, min_chars=a.min_chars + 1)
+    assert other != a and hash(other) != hash(a)
