@@ -230,7 +230,10 @@ def section_generic(data: dict[str, Any]) -> list[str]:
 
 def headline_client(data: dict[str, Any]) -> list[tuple[str, str]]:
     return [
-        ("engine / bare aiohttp, requests per CPU-s", ratio(get(data, "ratios.engine_vs_bare_requests_per_cpu_s"))),
+        (
+            "engine / bare aiohttp, requests per CPU-s (median pair)",
+            ratio(get(data, "ratios.engine_vs_bare_requests_per_cpu_s")),
+        ),
         ("engine / openai SDK, requests per CPU-s", ratio(get(data, "ratios.engine_vs_sdk_requests_per_cpu_s"))),
         ("engine / openai SDK, requests per s", ratio(get(data, "ratios.engine_vs_sdk_requests_per_s"))),
         (
@@ -254,7 +257,14 @@ def section_client(data: dict[str, Any]) -> list[str]:
         ]
         for name in ("bare_aiohttp", "openai_sdk", "engine", "engine_with_dedup")
     ]
-    lines = [f"Same simulator, one client after another ({sizes}).", ""]
+    per_round = get(data, "ratios.engine_vs_bare_per_round")
+    pairs = (
+        f" The bare loop and the engine ran in {len(per_round)} adjacent pairs (engine / bare per pair: "
+        f"{', '.join(ratio(x) for x in per_round)}); the table shows the median pair."
+        if isinstance(per_round, list) and per_round
+        else ""
+    )
+    lines = [f"Same simulator, one client after another ({sizes}).{pairs}", ""]
     lines += _table(["client", "requests/s", "CPU s / 1k requests", "peak RSS MB"], rows)
     lines += ["", *_table(["ratio", "value"], [list(r) for r in headline_client(data)]), ""]
     lines.append(
