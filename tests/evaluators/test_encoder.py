@@ -3,7 +3,15 @@ import pytest
 
 from engine.errors import ConfigError
 from evaluators.classifier import Classifier
-from evaluators.encoder import Encoder, Tokenized, export_dir, ffn_down_projections, model_path
+from evaluators.encoder import (
+    Encoder,
+    Tokenized,
+    export_dir,
+    export_key,
+    ffn_down_projections,
+    model_path,
+    prune_stale,
+)
 from evaluators.head import train_head
 
 TEXTS = [
@@ -148,3 +156,17 @@ def test_variants_stay_close_to_fp32(onnx_root, fp32_encoder, tmp_path, variant)
     enc = Encoder.load(variant, cache=False, root=onnx_root)
     cos = (enc.embed(TEXTS) * fp32_encoder.embed(TEXTS)).sum(axis=1)
     assert cos.min() > (0.9999 if variant == "opt" else 0.98)
+
+
+def test_prune_stale_removes_only_older_versions(tmp_path):
+    key = export_key()
+    old = "minilm-l6-v2-0.0.1_tf1_opt1-1_ort1_onnx1_f1"
+    for name in (key, old, "other-model"):
+        (tmp_path / name).mkdir()
+    for name in (f"{key}-int8-256.sqlite", f"{key}-int8-256.sqlite-wal", f"{old}-int8-256.sqlite", "notes.txt"):
+        (tmp_path / name).write_text("x")
+    gone = prune_stale(tmp_path, key)
+    assert sorted(p.name for p in gone) == sorted([old, f"{old}-int8-256.sqlite"])
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted([key, "other-model", f"{key}-int8-256.sqlite", f"{key}-int8-256.sqlite-wal", "notes.txt"])
+    assert prune_stale(tmp_path / "missing", key) == []
