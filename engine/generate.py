@@ -94,6 +94,8 @@ class Generator:
         self._clock = clock
         self._last_stats = clock()
         self.extra_stats: Callable[[], dict[str, Any]] = dict
+        #: What the run is doing, for the display: generating, then finishing (collecting what is in flight).
+        self.phase = "generating"
 
     # -- producer side ------------------------------------------------------------------------
 
@@ -179,7 +181,11 @@ class Generator:
         if now - self._last_stats >= STATS_EVERY_S:
             self._last_stats = now
             self.store.write_stats(self.snapshot())
-        return self.planner.finished or (self.planner.exhausted and self.planner.outstanding == 0)
+        done = self.planner.finished or (self.planner.exhausted and self.planner.outstanding == 0)
+        if done:
+            # requests still in flight were paid for: the scheduler collects them before the run ends
+            self.phase = "finishing: collecting requests in flight"
+        return done
 
     def snapshot(self) -> dict[str, Any]:
         snap = self.stats.snapshot()
@@ -291,7 +297,7 @@ async def generate(
             def extra() -> dict[str, Any]:
                 snap = controller.snapshot()
                 snap["in_flight"] = metered.in_flight
-                snap["phase"] = "generating"
+                snap["phase"] = gen.phase
                 return snap
 
             gen.extra_stats = extra

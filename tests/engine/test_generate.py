@@ -61,6 +61,27 @@ async def test_exactly_n_unique_balanced_with_faults(tmp_path):
         assert key in stats
 
 
+async def test_the_display_sees_the_phase_change_when_the_target_is_met(tmp_path):
+    import contextlib
+
+    phases = []
+
+    @contextlib.contextmanager
+    def view(snapshot):
+        phases.append(snapshot()["phase"])
+        yield
+        phases.append(snapshot()["phase"])
+
+    async with running_sim(SimConfig(seed=1)) as sim:
+        run = RunConfig(task="bbc-news", n=10, max_tokens=64)
+        cfg = ProviderConfig(base_url=sim.url, model="sim")
+        options = GenerateOptions(out_dir=tmp_path, progress=False, reference_real=False)
+        final = await generate(run, cfg, RateLimit(max_in_flight=4), RetryPolicy(), options, view_factory=view)
+    assert phases[0] == "generating"
+    assert phases[1].startswith("finishing")  # the target was met; what was in flight is being collected
+    assert final["phase"] == "done"
+
+
 async def test_near_duplicates_from_the_server_are_filtered(tmp_path):
     async with running_sim(SimConfig(dup_rate=0.3, seed=5)) as sim:
         run = RunConfig(task="bbc-news", n=60, max_tokens=64)
