@@ -141,6 +141,22 @@ def test_one_onnx_classifier_agrees_with_head(fp32_encoder, tiny, tmp_path):
     assert all(p == t for p, t in seen)
 
 
+def test_one_onnx_classifier_on_the_default_int8_encoder(onnx_root, tiny, tmp_path):
+    from evaluators.encoder import DEFAULT_VARIANT
+
+    assert DEFAULT_VARIANT == "int8"
+    enc = Encoder.load(DEFAULT_VARIANT, cache=False, root=onnx_root)
+    train_texts = [r["text"] for r in tiny["train"]]
+    test_texts = [r["text"] for r in tiny["test"]]
+    clf = Classifier.train(train_texts, [r["label"] for r in tiny["train"]], encoder=enc, seed=0)
+    assert clf.head is not None
+    expected = clf.head.predict_proba(enc.embed(test_texts))
+    loaded = Classifier.load(clf.save(tmp_path / "model"))
+    probs = loaded.predict_proba(test_texts)
+    # the same graph and the same length-sorted batches: the quantised classifier reproduces its head
+    assert np.allclose(probs, expected, atol=1e-4)
+
+
 def test_mlp_classifier_graph(fp32_encoder, tiny):
     pytest.importorskip("torch")
     texts = [r["text"] for r in tiny["train"]]
