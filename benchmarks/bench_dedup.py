@@ -5,8 +5,9 @@ way (exact key, then ``MinHashLSH`` candidates verified by estimated Jaccard,
 first of a group kept). They differ in how signatures are made and indexed:
 
 * ``vectorised``: ``DedupFilter.check_batch`` (numpy shingle hashes for the
-  whole batch, permutations applied with ``np.minimum.reduceat``, band keys
-  from one byteswap per signature);
+  whole batch, permutations applied with ``np.minimum.reduceat``, 64-bit band
+  keys for the whole batch, looked up in ``DedupIndex``'s compact tables with
+  datasketch's banding);
 * ``datasketch update``: one ``MinHash`` per document, ``m.update(shingle)`` per
   shingle (SHA-1), ``lsh.query`` / ``lsh.insert``, ``m.jaccard`` to verify;
 * ``datasketch update_batch``: the same with ``m.update_batch(shingles)``.

@@ -119,7 +119,7 @@ class DedupFilter(Filter[Example]):
         self.references = 0
         #: Label of what the last dropped example duplicated (an example id or a :class:`Reference`).
         self.last_match: Hashable | None = None
-        self._precomputed: dict[int, tuple[int, NDArray[np.unsignedinteger]]] = {}
+        self._precomputed: dict[int, tuple[int, NDArray[np.unsignedinteger], NDArray[np.uint64]]] = {}
 
     # -- signatures -----------------------------------------------------------------------------
 
@@ -165,35 +165,38 @@ class DedupFilter(Filter[Example]):
         pre = self._precomputed.pop(id(record), None)
         if pre is None:
             signed = self.sign([record.text])
-            key, sig = signed.keys[0], signed.signatures[0]
+            key, sig, bands = signed.keys[0], signed.signatures[0], self.index.band_keys(signed.signatures)[0]
         else:
-            key, sig = pre
-        return self._decide(record.id, key, sig)
+            key, sig, bands = pre
+        return self._decide(record.id, key, sig, bands)
 
     def check_batch(self, examples: Sequence[Example]) -> list[str | None]:
         """Like ``[self.check(e) for e in examples]``, with the signatures computed in one go."""
         if not examples:
             return []
         signed = self.sign([e.text for e in examples])
+        bands = self.index.band_keys(signed.signatures)
         out: list[str | None] = []
         try:
-            for example, key, sig in zip(examples, signed.keys, signed.signatures, strict=True):
-                self._precomputed[id(example)] = (key, sig)
+            for example, key, sig, row_bands in zip(examples, signed.keys, signed.signatures, bands, strict=True):
+                self._precomputed[id(example)] = (key, sig, row_bands)
                 out.append(self.check(example))
         finally:
             self._precomputed.clear()
         return out
 
-    def _decide(self, label: Hashable, key: int, sig: NDArray[np.unsignedinteger]) -> bool | str:
+    def _decide(
+        self, label: Hashable, key: int, sig: NDArray[np.unsignedinteger], bands: NDArray[np.uint64]
+    ) -> bool | str:
         self.last_match = None
         existing = self.index.query_exact(key)
         if existing is not None:
             self.last_match = existing
             return COPIES_REFERENCE if isinstance(existing, Reference) else EXACT
-        near = self.index.query_near(sig)
+        near = self.index.query_near(sig, bands)
         if near:
             refs = [found for found, _ in near if isinstance(found, Reference)]
             self.last_match = refs[0] if refs else near[0][0]
             return COPIES_REFERENCE if refs else NEAR
-        self.index.add(label, key, sig)
+        self.index.add(label, key, sig, bands)
         return True

@@ -240,17 +240,41 @@ async def test_filter_is_a_pipeline_stage():
     assert [r.id for r in out] == ["1", "3"]
 
 
-def test_index_fast_path_leaves_a_regular_datasketch_lsh():
-    f = DedupFilter()
-    texts = [SHORT[0], SHORT[1], LONG, SHORT[5]]
-    signed = f.sign(texts)
-    index = DedupIndex(threshold=0.5)
-    index.add_many(["a", "b", "c", "d"], signed.keys, signed.signatures)
+def test_index_candidates_equal_datasketch_lsh_query_across_levels():
+    import random
+
+    rng = random.Random(0)
+    words = [f"w{i}" for i in range(300)]
+    texts = []
+    for i in range(400):
+        if i >= 50 and rng.random() < 0.3:  # plant near-duplicates of earlier texts
+            base = texts[rng.randrange(len(texts))].split()
+            base[rng.randrange(len(base))] = rng.choice(words)
+            texts.append(" ".join(base))
+        else:
+            texts.append(" ".join(rng.choice(words) for _ in range(25)))
+    signed = DedupFilter().sign(texts)
+    # a tiny fresh limit: most keys end up in sorted levels, several merges happen
+    index = DedupIndex(threshold=0.5, fresh_limit=200)
     reference = MinHashLSH(threshold=0.5, num_perm=128)
-    for slot, row in enumerate(signed.signatures):
+    for slot, (key, row) in enumerate(zip(signed.keys, signed.signatures, strict=True)):
+        assert index.candidates(row) == set(reference.query(to_lean(row))), slot
+        index.add(slot, key, row)
         reference.insert(slot, to_lean(row))
-        assert index.lsh.query(to_lean(row)) == [slot]  # datasketch's own query finds our inserts
-        assert index.candidates(row) == {slot}
-    for table, ref_table in zip(index.lsh.hashtables, reference.hashtables, strict=True):
-        # the very same band keys and members (singleton buckets are stored as tuples to save memory)
-        assert {k: set(v) for k, v in table._dict.items()} == dict(ref_table._dict)
+    assert len(index._levels) >= 2 and index._fresh  # levels and the fresh dict are both searched
+    for slot, row in enumerate(signed.signatures):
+        assert index.candidates(row) == set(reference.query(to_lean(row)))
+        assert np.array_equal(index.signature(slot), row)
+    # batch band keys equal one-at-a-time keys
+    assert np.array_equal(index.band_keys(signed.signatures)[7], index.band_keys(signed.signatures[7:8])[0])
+
+
+def test_index_memory_per_example_is_small():
+    rng = np.random.default_rng(0)
+    n = 2 * 16384  # whole storage blocks
+    sigs = rng.integers(0, 2**32, size=(n, 128), dtype=np.uint64).astype(np.uint32)
+    index = DedupIndex(threshold=0.5, fresh_limit=1 << 15)
+    index.add_many(list(range(n)), list(range(n)), sigs)
+    index.flush()
+    # signatures (512 B) and 12 bytes per band: about 0.8 KB per example in arrays (datasketch's tables: ~5 KB)
+    assert index.nbytes / n < 1024
