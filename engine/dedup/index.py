@@ -14,8 +14,9 @@ is a Python object per band:
 - each band of a signature is hashed to one 64-bit key (salted by band, so all
   bands share one key space); new keys go into a small dict, which is flushed
   into sorted numpy arrays (key, slot) once it holds ``fresh_limit`` keys, and
-  arrays of similar size are merged (a log-structured merge: a few levels,
-  each searched with one ``searchsorted`` per query);
+  arrays of similar size are merged up to ``max_merge_keys`` (a log-structured
+  merge: a few levels, each searched with one ``searchsorted`` per query; the
+  cap bounds the pause a merge causes);
 - signatures live in fixed-size numpy blocks.
 
 About 12 bytes per band and ``num_perm`` values per kept example, plus its
@@ -46,6 +47,9 @@ Match = tuple[Hashable, float]
 
 #: Band keys held in the dict before it is flushed into a sorted level (about 10 MB of dict at most).
 FRESH_LIMIT = 1 << 17
+#: Levels are not merged past this many keys: a merge blocks the event loop (16M keys: about 1.2 s here),
+#: so beyond it levels just accumulate (each adds one ``searchsorted`` per query, ~3 us).
+MAX_MERGE_KEYS = 1 << 24
 #: Signatures per storage block.
 _BLOCK = 1 << 14
 _MIX = np.uint64(0x9E3779B97F4A7C15)
@@ -72,12 +76,14 @@ class DedupIndex:
         seed: int = DEFAULT_SEED,
         scheme: Scheme = DEFAULT_SCHEME,
         fresh_limit: int = FRESH_LIMIT,
+        max_merge_keys: int = MAX_MERGE_KEYS,
     ) -> None:
         self.threshold = threshold
         self.num_perm = num_perm
         self.seed = seed
         self.scheme: Scheme = scheme
         self.fresh_limit = fresh_limit
+        self.max_merge_keys = max_merge_keys
         # datasketch decides the banding for this threshold (its false positive/negative trade-off)
         self.bands: list[tuple[int, int]] = list(MinHashLSH(threshold=threshold, num_perm=num_perm).hashranges)
         rows = {end - start for start, end in self.bands}
@@ -253,8 +259,13 @@ class DedupIndex:
                 slots.extend(hit)
         self._fresh = {}
         self._levels.append(self._sorted(np.array(keys, dtype=np.uint64), np.array(slots, dtype=np.uint32)))
-        # a binary-counter merge: at most log2(n / fresh_limit) levels, each key merged O(log n) times
-        while len(self._levels) > 1 and len(self._levels[-2][0]) <= 2 * len(self._levels[-1][0]):
+        # a binary-counter merge (about log2(n / fresh_limit) levels, each key merged O(log n) times), capped
+        levels = self._levels
+        while (
+            len(levels) > 1
+            and len(levels[-2][0]) <= 2 * len(levels[-1][0])
+            and len(levels[-2][0]) + len(levels[-1][0]) <= self.max_merge_keys
+        ):
             (k2, s2), (k1, s1) = self._levels.pop(), self._levels.pop()
             self._levels.append(self._sorted(np.concatenate([k1, k2]), np.concatenate([s1, s2])))
 

@@ -254,14 +254,15 @@ def test_index_candidates_equal_datasketch_lsh_query_across_levels():
         else:
             texts.append(" ".join(rng.choice(words) for _ in range(25)))
     signed = DedupFilter().sign(texts)
-    # a tiny fresh limit: most keys end up in sorted levels, several merges happen
-    index = DedupIndex(threshold=0.5, fresh_limit=200)
+    # a tiny fresh limit: most keys end up in sorted levels, several merges happen, and the merge cap stops some
+    index = DedupIndex(threshold=0.5, fresh_limit=200, max_merge_keys=2000)
     reference = MinHashLSH(threshold=0.5, num_perm=128)
     for slot, (key, row) in enumerate(zip(signed.keys, signed.signatures, strict=True)):
         assert index.candidates(row) == set(reference.query(to_lean(row))), slot
         index.add(slot, key, row)
         reference.insert(slot, to_lean(row))
     assert len(index._levels) >= 2 and index._fresh  # levels and the fresh dict are both searched
+    assert max(len(keys) for keys, _ in index._levels) <= 2000
     for slot, row in enumerate(signed.signatures):
         assert index.candidates(row) == set(reference.query(to_lean(row)))
         assert np.array_equal(index.signature(slot), row)
