@@ -204,7 +204,8 @@ class _Echoes:
         descriptions = (*task.label_descriptions.values(), task.description, task.domain)
         keys = sorted({_echo_key(d) for d in descriptions if d} - {""})
         #: (key, its words, its length, its number of distinct words)
-        self.entries = tuple((key, frozenset(key.split()), len(key), len(set(key.split()))) for key in keys)
+        words = [frozenset(key.split()) for key in keys]
+        self.entries = tuple((key, ws, len(key), len(ws)) for key, ws in zip(keys, words, strict=True))
         # key lengths outside these cannot reach a 0.85 ratio with any description: 2*min(a, b) < 0.85*(a + b)
         lengths = [len(key) for key in keys] or [0]
         self.lo = min(lengths) * _ECHO_RATIO / (2 - _ECHO_RATIO)

@@ -158,8 +158,10 @@ def test_shared_prompts_are_serialised_once_and_stay_right():
     assert a.meta is not b.meta  # per-request metadata stays per request
     for r in (a, b, c, a):
         assert json.loads(p.encode(r)) == p.body(r)
+    assert id(a.messages) in p._format_json and id(c.messages) in p._format_json  # serialised once, then reused
     # a strategy that samples builds fresh messages per request, which are not cached
     attrs = make_strategy("zero-shot", task, attributes=True)
     d = attrs.build(request_id="d", label="sport", seed=1)
     assert not d.shared_messages
     assert json.loads(p.encode(d)) == p.body(d)
+    assert id(d.messages) not in p._format_json
