@@ -1,8 +1,8 @@
 """``bench-endpoint`` on the packaged local model: a concurrency sweep against the managed llama.cpp server.
 
 What ``corpusforge bench-endpoint --local`` does, with the command's own pieces
-(``engine.bench_endpoint.run_sweep`` through ``OpenAIProvider``, its progress
-line and its report): streaming requests with synthetic prompts, a closed loop
+(``engine.endpoint_probe``: ``run_sweep`` through ``OpenAIProvider``, ``step_line``
+and ``sweep_report``): streaming requests with synthetic prompts, a closed loop
 per concurrency level, one unmeasured warm-up request first. Per step: output
 tokens/s, requests/s, TTFT and end-to-end p50, and how our per-request decode
 speed (tokens from first to last streamed token) agrees with the server's own
@@ -30,9 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.bench_endpoint import BenchConfig, run_sweep
-from engine.commands.bench_endpoint import _printer, _report
 from engine.config import ProviderConfig
+from engine.endpoint_probe import BenchConfig, StepResult, run_sweep, step_line, sweep_report
 from engine.providers.local import LocalServer, LocalServerConfig, default_threads
 from engine.providers.openai import OpenAIProvider, make_session
 
@@ -73,8 +72,6 @@ def bench_config() -> BenchConfig:
 
 async def sweep(cfg: BenchConfig) -> dict[str, Any]:
     """Start the local server, sweep, stop it (also on error, cancellation or SIGTERM); the command's report."""
-    from rich.console import Console
-
     task = asyncio.current_task()
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
@@ -90,9 +87,13 @@ async def sweep(cfg: BenchConfig) -> dict[str, Any]:
         )
         async with make_session(pcfg) as session:
             provider = OpenAIProvider(session, pcfg)
-            steps = await run_sweep(provider, cfg, on_step=_printer(Console(stderr=True, highlight=False, width=160)))
+            steps = await run_sweep(provider, cfg, on_step=_progress)
     info = {"parallel": server_cfg.parallel, "ctx": server_cfg.ctx, "threads": server_cfg.threads}
-    return _report(pcfg, cfg, steps, started, local_server=info)
+    return sweep_report(pcfg, cfg, steps, started, local_server=info)
+
+
+def _progress(step: StepResult) -> None:
+    print(step_line(step), file=sys.stderr, flush=True)
 
 
 def summarise(step: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,8 @@
-"""``corpusforge bench-endpoint``: load-test an OpenAI-compatible endpoint (or the managed local model)."""
+"""``corpusforge bench-endpoint``: load-test an OpenAI-compatible endpoint (or the managed local model).
+
+The flags, the local server and the rendering (a rich table, a matplotlib plot) live
+here; the load test itself is ``engine/endpoint_probe.py``.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +19,8 @@ from .. import aio
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
-    from ..bench_endpoint import BenchConfig, StepResult
     from ..config import ProviderConfig
+    from ..endpoint_probe import BenchConfig, StepResult
 
 NAME = "bench-endpoint"
 HELP = "load-test an OpenAI-compatible endpoint: TTFT, inter-token latency, tokens/s vs concurrency or rate"
@@ -75,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _bench_config(args: argparse.Namespace) -> BenchConfig:
-    from ..bench_endpoint import BenchConfig
+    from ..endpoint_probe import BenchConfig
 
     if args.concurrency and args.rates:
         raise ConfigError("--concurrency and --rates are exclusive", hint="sweep one of them per run")
@@ -125,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
 
 async def _bench(args: argparse.Namespace, cfg: BenchConfig, local: bool) -> dict[str, Any]:
     from ..config import ProviderConfig
+    from ..endpoint_probe import sweep_report
 
     connections = max(int(max(cfg.levels)) if cfg.mode == "concurrency" else cfg.max_in_flight, 1)
     started = time.time()
@@ -137,7 +142,7 @@ async def _bench(args: argparse.Namespace, cfg: BenchConfig, local: bool) -> dic
             max_connections=connections,
         )
         steps = await _sweep(pcfg, cfg)
-        return _report(pcfg, cfg, steps, started, local_server=None)
+        return sweep_report(pcfg, cfg, steps, started)
 
     from ..providers.local import LocalServer, LocalServerConfig, default_threads
 
@@ -158,18 +163,18 @@ async def _bench(args: argparse.Namespace, cfg: BenchConfig, local: bool) -> dic
         )
         steps = await _sweep(pcfg, cfg)
     info = {"parallel": server_cfg.parallel, "ctx": server_cfg.ctx, "threads": server_cfg.threads}
-    return _report(pcfg, cfg, steps, started, local_server=info)
+    return sweep_report(pcfg, cfg, steps, started, local_server=info)
 
 
 async def _sweep(pcfg: ProviderConfig, cfg: BenchConfig) -> list[StepResult]:
-    from ..bench_endpoint import run_sweep
+    from ..endpoint_probe import run_sweep, step_line
     from ..providers.openai import OpenAIProvider, make_session
 
     console, table = _table_maker(pcfg.model, pcfg.base_url)
     console.print(f"benchmarking [bold]{pcfg.model}[/] at {pcfg.base_url} ({cfg.mode} sweep: {_levels(cfg)})")
     async with make_session(pcfg) as session:
         provider = OpenAIProvider(session, pcfg)
-        steps = await run_sweep(provider, cfg, on_step=_printer(console))
+        steps = await run_sweep(provider, cfg, on_step=lambda step: console.print(step_line(step)))
     console.print(table(steps))
     return steps
 
@@ -178,42 +183,12 @@ def _levels(cfg: BenchConfig) -> str:
     return ",".join(f"{level:g}" for level in cfg.levels)
 
 
-def _report(
-    pcfg: ProviderConfig, cfg: BenchConfig, steps: list[StepResult], started: float, local_server: dict[str, Any] | None
-) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return {
-        "endpoint": {"base_url": pcfg.base_url, "model": pcfg.model, "local": local_server},
-        "config": asdict(cfg),
-        "started_at": started,
-        "elapsed_s": round(time.time() - started, 3),
-        "steps": [step.to_dict() for step in steps],
-    }
-
-
 # -- rendering (rich on screen, matplotlib for the PNG) ------------------------------------------
 
 
 def _fmt(stats: dict[str, float], key: str, digits: int = 0) -> str:
     value = stats.get(key)
     return "-" if value is None else f"{value:,.{digits}f}"
-
-
-def _step_label(step: StepResult) -> str:
-    return f"c={step.level:g}" if step.mode == "concurrency" else f"{step.level:g}/s"
-
-
-def _printer(console: Any) -> Callable[[StepResult], None]:
-    def show(step: StepResult) -> None:
-        errors = sum(step.errors.values()) + step.cancelled
-        console.print(
-            f"  {_step_label(step):>8}  {step.ok}/{step.sent} ok, {errors} failed, "
-            f"{step.output_tokens_per_s:,.1f} out tok/s, {step.requests_per_s:.2f} req/s, "
-            f"TTFT p50 {_fmt(step.ttft_ms, 'p50')} ms, E2E p50 {_fmt(step.e2e_ms, 'p50')} ms"
-        )
-
-    return show
 
 
 def _table_maker(model: str, url: str) -> tuple[Any, Callable[[list[StepResult]], Any]]:
@@ -250,7 +225,7 @@ def _table_maker(model: str, url: str) -> tuple[Any, Callable[[list[StepResult]]
                 if ratio is not None:
                     decode += f" ({ratio:.2f})"
             t.add_row(
-                _step_label(s),
+                s.label,
                 f"{s.ok}/{s.sent}",
                 errors or "0",
                 f"{s.requests_per_s:.2f}",

@@ -1,4 +1,4 @@
-"""bench-endpoint: the statistics, the sweep against the simulator, the command, and the real local server."""
+"""engine.endpoint_probe and bench-endpoint: the statistics, the sweep against the simulator, the command, and the real local server."""
 
 from __future__ import annotations
 
@@ -7,9 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from engine.bench_endpoint import BenchConfig, Sample, StepResult, percentiles, run_step, run_sweep, synthetic_prompts
 from engine.cli import main
 from engine.config import ProviderConfig
+from engine.endpoint_probe import (
+    BenchConfig,
+    Sample,
+    StepResult,
+    percentiles,
+    run_step,
+    run_sweep,
+    step_line,
+    sweep_report,
+    synthetic_prompts,
+)
 from engine.errors import ConfigError
 from engine.providers.local import LocalServer, LocalServerConfig
 from engine.providers.openai import OpenAIProvider, make_session
@@ -72,6 +82,20 @@ def test_summary_of_samples_with_server_timings() -> None:
     assert step.server["decode_ratio_p50"] == pytest.approx(1.01)
     assert step.server["predicted_n"] == step.server["completion_tokens"] == 202
     json.dumps(step.to_dict())
+
+
+def test_step_line_and_report_describe_a_step() -> None:
+    good = Sample(ok=True, ttft_s=0.25, latency_s=1.5, prompt_tokens=10, completion_tokens=20)
+    step = StepResult.summarise("rate", 2.5, [good, Sample(ok=False, error="Timeout")], cancelled=1, duration_s=1.0)
+    assert step.label == "2.5/s"
+    line = step_line(step)
+    assert "2.5/s" in line and "1/3 ok, 2 failed" in line and "TTFT p50 250 ms" in line and "E2E p50 1,500 ms" in line
+    pcfg = ProviderConfig(base_url="http://127.0.0.1:9/v1", model="m", api_key="sk-secret-value")
+    cfg = BenchConfig(rates=(2.5,), requests=3)
+    report = sweep_report(pcfg, cfg, [step], started=0.0, local_server={"parallel": 2})
+    assert report["endpoint"] == {"base_url": "http://127.0.0.1:9/v1", "model": "m", "local": {"parallel": 2}}
+    assert report["config"]["rates"] == (2.5,) and report["steps"] == [step.to_dict()]
+    assert "sk-secret" not in json.dumps(report)
 
 
 # -- against the simulator ---------------------------------------------------------------------

@@ -14,7 +14,10 @@ token count beside the one we saw.
 
 Every step is bounded in count (``requests``) and time (``duration_s``, and a
 hard ``step_timeout_s`` after which what is still in flight is cancelled).
-This module measures; it never prints (the command renders).
+This module measures and describes (``sweep_report``, the JSON a sweep is saved
+as; ``step_line``, one line per finished step); it never prints. Users:
+``corpusforge bench-endpoint`` (``engine/commands/bench_endpoint.py``, which adds
+the table and the plot) and ``benchmarks/bench_endpoint.py``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .config import ProviderConfig
 from .errors import ConfigError, EngineError
 from .providers.base import Provider
 from .types import Completion, Request
@@ -41,6 +45,8 @@ __all__ = [
     "percentiles",
     "run_sweep",
     "run_step",
+    "step_line",
+    "sweep_report",
     "synthetic_prompts",
 ]
 
@@ -215,6 +221,11 @@ class StepResult:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def label(self) -> str:
+        """``c=4`` for a concurrency step, ``2/s`` for a rate step."""
+        return f"c={self.level:g}" if self.mode == "concurrency" else f"{self.level:g}/s"
+
     @classmethod
     def summarise(cls, mode: str, level: float, samples: list[Sample], cancelled: int, duration_s: float) -> StepResult:
         good = [s for s in samples if s.ok]
@@ -387,3 +398,43 @@ async def run_sweep(
         if on_step is not None:
             on_step(result)
     return results
+
+
+# -- describing ---------------------------------------------------------------------------------
+
+
+def _p50(stats: dict[str, float]) -> str:
+    value = stats.get("p50")
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def step_line(step: StepResult) -> str:
+    """One line of progress for a finished step: counts, rates, TTFT and end-to-end p50."""
+    failed = sum(step.errors.values()) + step.cancelled
+    return (
+        f"  {step.label:>8}  {step.ok}/{step.sent} ok, {failed} failed, "
+        f"{step.output_tokens_per_s:,.1f} out tok/s, {step.requests_per_s:.2f} req/s, "
+        f"TTFT p50 {_p50(step.ttft_ms)} ms, E2E p50 {_p50(step.e2e_ms)} ms"
+    )
+
+
+def sweep_report(
+    endpoint: ProviderConfig,
+    cfg: BenchConfig,
+    steps: Sequence[StepResult],
+    started: float,
+    *,
+    local_server: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What a sweep is saved as (``bench-endpoint --out DIR`` writes it to ``DIR/bench.json``); never the API key.
+
+    ``started`` is the wall-clock time (``time.time()``) the sweep began; ``local_server``
+    describes the managed llama.cpp server when one was started.
+    """
+    return {
+        "endpoint": {"base_url": endpoint.base_url, "model": endpoint.model, "local": local_server},
+        "config": asdict(cfg),
+        "started_at": started,
+        "elapsed_s": round(time.time() - started, 3),
+        "steps": [step.to_dict() for step in steps],
+    }
