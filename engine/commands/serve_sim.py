@@ -46,6 +46,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dup-rate", type=float, default=0.0, help="share of texts that near-duplicate earlier ones")
     parser.add_argument("--require-key", default=None, metavar="KEY", help="answer 401 unless 'Bearer KEY' is sent")
     parser.add_argument("--seed", type=int, default=0, help="seed for deterministic output")
+    batch = parser.add_argument_group("Batch API (/v1/files, /v1/batches)")
+    batch.add_argument("--no-batch-api", action="store_true", help="answer 404 on the Batch API routes")
+    batch.add_argument("--batch-rps", type=float, default=5000.0, help="lines a batch executes per second")
+    batch.add_argument("--batch-phase-s", type=float, default=0.05, help="seconds a batch spends validating, finalizing")
+    batch.add_argument(
+        "--batch-token-limit", type=int, default=None, help="enqueued prompt tokens before token_limit_exceeded"
+    )
+    batch.add_argument("--batch-fail-every", type=int, default=0, metavar="K", help="every K-th batch fails validation")
+    batch.add_argument("--batch-expire-every", type=int, default=0, metavar="K", help="every K-th batch expires half done")
+    batch.add_argument("--batch-error-rate", type=float, default=0.0, help="share of batch lines that fail (error file)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,6 +77,13 @@ def run(args: argparse.Namespace) -> int:
         dup_rate=args.dup_rate,
         require_key=args.require_key,
         seed=args.seed,
+        batch_api=not args.no_batch_api,
+        batch_rps=args.batch_rps,
+        batch_phase_s=args.batch_phase_s,
+        batch_token_limit=args.batch_token_limit,
+        batch_fail_every=args.batch_fail_every,
+        batch_expire_every=args.batch_expire_every,
+        batch_error_rate=args.batch_error_rate,
     )
     serve_forever(cfg, args.host, args.port)
     return 0

@@ -26,6 +26,9 @@ DEFAULT_HANG_S = 60.0
 #: What a request without ``max_tokens`` reserves against the TPM budget and may produce.
 DEFAULT_MAX_TOKENS = 1024
 DEFAULT_DUP_RING = 1024
+#: Batch API: lines a batch executes per second, and seconds spent validating and finalizing.
+DEFAULT_BATCH_RPS = 5000.0
+DEFAULT_BATCH_PHASE_S = 0.05
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,6 +50,17 @@ class SimConfig:
     require_key: str | None = field(default=None, repr=False)
     strict_model: bool = False
     seed: int = 0
+    #: Serve /v1/files and /v1/batches (off: a server without the Batch API, which answers 404).
+    batch_api: bool = True
+    batch_rps: float = DEFAULT_BATCH_RPS
+    batch_phase_s: float = DEFAULT_BATCH_PHASE_S
+    #: Enqueued prompt tokens (over batches not yet done) above which a new batch fails with token_limit_exceeded.
+    batch_token_limit: int | None = None
+    #: Faults on demand: every k-th batch created fails validation / expires half done (0 = never).
+    batch_fail_every: int = 0
+    batch_expire_every: int = 0
+    #: Share of batch lines that fail with a server error (they go to the batch's error file).
+    batch_error_rate: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("latency_ms", "token_delay_ms", "hang_s"):
@@ -56,7 +70,13 @@ class SimConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"{name} must be a positive number, got {value}", hint="omit it for no limit")
-        for name in ("error_rate", "dup_rate"):
+        if self.batch_rps <= 0 or self.batch_phase_s < 0:
+            raise ConfigError(f"batch_rps must be > 0 and batch_phase_s >= 0, got {self.batch_rps}, {self.batch_phase_s}")
+        if self.batch_token_limit is not None and self.batch_token_limit < 1:
+            raise ConfigError(f"batch_token_limit must be at least 1, got {self.batch_token_limit}")
+        if self.batch_fail_every < 0 or self.batch_expire_every < 0:
+            raise ConfigError("batch_fail_every and batch_expire_every must be >= 0 (0 = never)")
+        for name in ("error_rate", "dup_rate", "batch_error_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be within 0..1, got {getattr(self, name)}")
         unknown = set(self.faults) - set(FAULT_KINDS)

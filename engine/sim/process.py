@@ -70,6 +70,13 @@ def cli_args(cfg: SimConfig) -> list[str]:
         args += ["--require-key", cfg.require_key]
     if cfg.strict_model:
         args.append("--strict-model")
+    if not cfg.batch_api:
+        args.append("--no-batch-api")
+    args += ["--batch-rps", str(cfg.batch_rps), "--batch-phase-s", str(cfg.batch_phase_s)]
+    args += ["--batch-fail-every", str(cfg.batch_fail_every), "--batch-expire-every", str(cfg.batch_expire_every)]
+    args += ["--batch-error-rate", str(cfg.batch_error_rate)]
+    if cfg.batch_token_limit is not None:
+        args += ["--batch-token-limit", str(cfg.batch_token_limit)]
     return args
 
 

@@ -26,7 +26,7 @@ from .config import DEFAULT_MAX_TOKENS, FAULT_KINDS, SimConfig
 from .content import SchemaCache, TextSource
 from .limits import Bucket, format_duration
 
-__all__ = ["SIM_KEY", "RunningSim", "SimState", "Simulator", "build_app", "running_sim"]
+__all__ = ["BATCH_KEY", "SIM_KEY", "RunningSim", "SimState", "Simulator", "build_app", "running_sim"]
 
 #: Words per streamed content chunk (OpenAI sends about one token per chunk; fewer, larger chunks keep the sim cheap).
 WORDS_PER_CHUNK = 3
@@ -324,6 +324,8 @@ class Simulator:
 
 
 SIM_KEY: web.AppKey[Simulator] = web.AppKey("simulator", Simulator)
+#: The Batch API half of the simulator (``engine.sim.batch.BatchSim``), when ``batch_api`` is on.
+BATCH_KEY: web.AppKey[Any] = web.AppKey("batches")
 
 
 def build_app(cfg: SimConfig | None = None, *, clock: Callable[[], float] = time.monotonic) -> web.Application:
@@ -334,6 +336,11 @@ def build_app(cfg: SimConfig | None = None, *, clock: Callable[[], float] = time
     app.router.add_get("/v1/models", sim.models)
     app.router.add_post("/v1/chat/completions", sim.chat)
     app.router.add_post("/chat/completions", sim.chat)
+    if sim.cfg.batch_api:
+        from .batch import BatchSim  # imports this module
+
+        app[BATCH_KEY] = BatchSim(sim, clock)
+        app[BATCH_KEY].add_routes(app.router)
 
     async def _release_hangs(_: web.Application) -> None:
         sim.close()
@@ -362,6 +369,11 @@ class RunningSim:
     @property
     def config(self) -> SimConfig:
         return self.app[SIM_KEY].cfg
+
+    @property
+    def batches(self) -> Any:
+        """The simulator's ``BatchSim`` (files, batches and ``.state``); ``KeyError`` without the Batch API."""
+        return self.app[BATCH_KEY]
 
 
 @asynccontextmanager
