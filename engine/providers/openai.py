@@ -174,6 +174,17 @@ class OpenAIProvider(Provider):
     def _parse_body(self, raw: bytes, request: Request, headers: dict[str, str], latency: float) -> Completion:
         try:
             data = json.loads(raw)
+        except ValueError as exc:
+            raise MalformedResponse(
+                "the response is not a valid chat completion", provider=self.name, request_id=request.id
+            ) from exc
+        return self.completion_from(data, request, headers, latency)
+
+    def completion_from(
+        self, data: Any, request: Request, headers: dict[str, str] | None = None, latency: float = 0.0
+    ) -> Completion:
+        """The ``Completion`` in a decoded chat-completion body (a response, or a line of a batch output file)."""
+        try:
             choice = data["choices"][0]
             text = choice["message"].get("content") or ""
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
@@ -188,7 +199,7 @@ class OpenAIProvider(Provider):
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
             finish_reason=str(choice.get("finish_reason") or ""),
-            headers=headers,
+            headers=headers or {},
             latency_s=latency,
             server_timings=data.get("timings") or {},
         )
