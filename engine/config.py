@@ -13,7 +13,9 @@ from .errors import ConfigError
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
+    "DEFAULT_DEDUP_THRESHOLD",
     "DEFAULT_MAX_TOKENS",
+    "DEFAULT_NUM_PERM",
     "DEFAULT_TEMPERATURE",
     "DEFAULT_TIMEOUT_S",
     "ProviderConfig",
@@ -30,6 +32,9 @@ DEFAULT_MAX_ATTEMPTS = 6
 DEFAULT_MAX_ELAPSED_S = 600.0
 DEFAULT_BACKOFF_INITIAL_S = 0.5
 DEFAULT_BACKOFF_MAX_S = 60.0
+#: Near-duplicate filtering (``engine.dedup`` uses these; here so ``--help`` can show them without datasketch).
+DEFAULT_DEDUP_THRESHOLD = 0.5
+DEFAULT_NUM_PERM = 128
 
 
 def _positive(name: str, value: float | None, *, allow_none: bool = True) -> None:
@@ -61,6 +66,12 @@ class ProviderConfig:
             raise ConfigError("no model given", hint="pass --model NAME")
         _positive("timeout", self.timeout_s, allow_none=False)
         _positive("max_connections", self.max_connections, allow_none=False)
+        if self.api_key is not None and any(ord(c) < 32 or ord(c) == 127 for c in self.api_key):
+            # aiohttp would refuse the header with a traceback; say which variable holds the bad value instead
+            raise ConfigError(
+                "the API key contains a newline or another control character",
+                hint="set $OPENAI_API_KEY (or the variable named by --api-key-env) to the key alone, on one line",
+            )
 
     def public(self) -> dict[str, Any]:
         """What may be written to a manifest: everything but secrets."""

@@ -4,7 +4,9 @@ This module is the boundary: aiohttp exceptions and HTTP statuses become engine
 errors here (``raise ... from exc``), and nothing above ``providers/`` imports
 aiohttp's exception types. The session is passed in; ``make_session`` builds
 one with a bounded connector. The API key is sent as a header and never appears
-in an error message.
+in an error message: a server that echoes the ``Authorization`` header in its
+error body has the key cut out of every error raised here (:func:`redact`), so
+nothing above (stderr, ``failures.jsonl``) can see it.
 """
 
 from __future__ import annotations
@@ -27,17 +29,18 @@ from ..errors import (
     RateLimited,
     Timeout,
 )
-from ..limits import parse_retry_after
+from ..headers import RATE_LIMIT_HEADERS, parse_retry_after
 from ..types import Completion, Request
 from .base import Provider
 
-__all__ = ["OpenAIProvider", "make_session"]
+__all__ = ["REDACTED", "OpenAIProvider", "make_session", "redact"]
 
-#: The response headers the limiter learns from (looked up by name: cheaper than scanning every header).
-_KEEP_HEADERS = tuple(
-    f"x-ratelimit-{what}-{kind}" for what in ("limit", "remaining", "reset") for kind in ("requests", "tokens")
-) + ("retry-after", "retry-after-ms")
-
+#: What stands in an error text where the API key was.
+REDACTED = "[redacted]"
+#: Any piece of the key at least this long counts as the key (an echo cut short).
+_MIN_KEY_PART = 12
+#: Error bodies are read this far (an HTML error page can be large; the first line is all we show).
+_MAX_ERROR_TEXT = 8192
 
 _dumps = json.JSONEncoder().encode
 #: Shared request parts whose JSON is kept (a run has one or a few per label).
@@ -53,22 +56,50 @@ def make_session(cfg: ProviderConfig) -> aiohttp.ClientSession:
 
 def _kept_headers(raw: Any) -> dict[str, str]:
     """The rate-limit headers of a response (``raw`` is case-insensitive), under lower-case names."""
-    return {name: value for name in _KEEP_HEADERS if (value := raw.get(name)) is not None}
+    return {name: value for name in RATE_LIMIT_HEADERS if (value := raw.get(name)) is not None}
 
 
-def _error_detail(body: bytes) -> tuple[str, str]:
-    """(message, code) from an OpenAI-style error body, tolerant of anything else."""
+def redact(text: str, secret: str | None) -> str:
+    """``text`` with ``secret`` cut out: whole, and any long run of characters that is a piece of it.
+
+    The pieces matter because a server may echo a header cut short, and we cut
+    messages short too: every cut happens after this.
+    """
+    if not secret or not text:
+        return text
+    text = text.replace(secret, REDACTED)
+    n = _MIN_KEY_PART
+    if len(secret) < n or len(text) < n:
+        return text
+    pieces = {secret[i : i + n] for i in range(len(secret) - n + 1)}
+    out: list[str] = []
+    start = i = 0
+    while i <= len(text) - n:
+        if text[i : i + n] not in pieces:
+            i += 1
+            continue
+        end = i + n
+        while end < len(text) and text[i : end + 1] in secret:
+            end += 1
+        out += [text[start:i], REDACTED]
+        start = i = end
+    return "".join(out) + text[start:] if out else text
+
+
+def _error_detail(body: bytes, secret: str | None = None) -> tuple[str, str]:
+    """(message, code) from an OpenAI-style error body, tolerant of anything else; ``secret`` redacted."""
     try:
         data = json.loads(body)
     except ValueError:
-        text = body.decode("utf-8", "replace").strip().splitlines()
+        text = redact(body[:_MAX_ERROR_TEXT].decode("utf-8", "replace").strip(), secret).splitlines()
         return (text[0][:200] if text else ""), ""
     err = data.get("error", data) if isinstance(data, dict) else {}
     if isinstance(err, str):
-        return err[:300], ""
+        return redact(err, secret)[:300], ""
     if not isinstance(err, dict):
         return "", ""
-    return str(err.get("message", ""))[:300], str(err.get("code") or err.get("type") or "")
+    code = redact(str(err.get("code") or err.get("type") or ""), secret)
+    return redact(str(err.get("message", "")), secret)[:300], code
 
 
 class OpenAIProvider(Provider):
@@ -147,7 +178,8 @@ class OpenAIProvider(Provider):
                 if request.stream:
                     return await self._read_stream(resp, request, headers, started)
                 raw = await resp.read()
-        except EngineError:
+        except EngineError as exc:
+            self._scrub(exc)
             raise
         except TimeoutError as exc:
             raise Timeout(
@@ -238,7 +270,7 @@ class OpenAIProvider(Provider):
                         "a streamed chunk is not valid JSON", provider=self.name, request_id=request.id
                     ) from exc
                 if isinstance(event, dict) and "error" in event:
-                    message, _ = _error_detail(data)
+                    message, _ = _error_detail(data, self.cfg.api_key)
                     raise ProviderUnavailable(f"error in stream: {message}", provider=self.name, request_id=request.id)
                 model = event.get("model") or model
                 if event.get("usage"):
@@ -272,8 +304,15 @@ class OpenAIProvider(Provider):
             server_timings=timings,
         )
 
+    def _scrub(self, exc: EngineError) -> None:
+        """``exc`` with the API key cut out of its text, wherever the text came from (a last line of defence)."""
+        key = self.cfg.api_key
+        if key:
+            exc.message, exc.hint = redact(exc.message, key), redact(exc.hint, key)
+            exc.args = (exc.message, *exc.args[1:])
+
     def _status_error(self, status: int, body: bytes, headers: dict[str, str], request_id: str) -> EngineError:
-        message, code = _error_detail(body)
+        message, code = _error_detail(body, self.cfg.api_key)
         kw: dict[str, Any] = {"status": status, "provider": self.name, "request_id": request_id}
         if status == 429:
             if code == "insufficient_quota":
@@ -312,12 +351,14 @@ class OpenAIProvider(Provider):
                 body = await resp.read()
                 if resp.status != 200:
                     raise self._status_error(resp.status, body, _kept_headers(resp.headers), "")
-        except EngineError:
+        except EngineError as exc:
+            self._scrub(exc)
             raise
         except TimeoutError as exc:
             raise Timeout(f"{url} did not answer in time", provider=self.name) from exc
         except aiohttp.ClientError as exc:
-            raise ProviderUnavailable(f"cannot connect to {self.cfg.base_url}: {exc}", provider=self.name) from exc
+            message = redact(f"cannot connect to {self.cfg.base_url}: {exc}", self.cfg.api_key)
+            raise ProviderUnavailable(message, provider=self.name) from exc
         try:
             data = json.loads(body)
             return [str(m["id"]) for m in data.get("data", [])]

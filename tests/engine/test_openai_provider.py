@@ -1,20 +1,28 @@
 """The OpenAI-compatible provider against the project's simulator: a real server on 127.0.0.1, a real session."""
 
+import asyncio
 import json
+import os
+import sys
+from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from engine.config import ProviderConfig
 from engine.errors import (
     AuthError,
+    BadRequest,
+    ConfigError,
+    EngineError,
     MalformedResponse,
     NotFound,
     ProviderUnavailable,
     RateLimited,
     Timeout,
 )
-from engine.limits import parse_retry_after
-from engine.providers.openai import OpenAIProvider, make_session
+from engine.headers import parse_retry_after
+from engine.providers.openai import REDACTED, OpenAIProvider, make_session, redact
 from engine.sim.config import SimConfig
 from engine.sim.server import running_sim
 from engine.types import Request
@@ -165,3 +173,118 @@ def test_shared_prompts_are_serialised_once_and_stay_right():
     assert not d.shared_messages
     assert json.loads(p.encode(d)) == p.body(d)
     assert id(d.messages) not in p._format_json
+
+
+# -- secrets: a server that echoes the Authorization header ------------------------------------
+
+KEY = "sk-proj-Secret0123456789abcdefXYZ"
+ROOT = str(Path(__file__).resolve().parents[2])
+
+
+def echo_app() -> web.Application:
+    """Every route answers an error that quotes the Authorization header back, the way careless proxies do."""
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        auth = request.headers.get("Authorization", "")
+        kind = request.query.get("kind") or request.match_info.get("kind", "")
+        if kind == "stream":
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await resp.prepare(request)
+            event = {"error": {"message": f"bad credentials {auth}"}}
+            await resp.write(f"data: {json.dumps(event)}\n\n".encode())
+            await resp.write_eof()
+            return resp
+        if kind == "plain":  # a proxy's text page, the key cut short in the middle
+            return web.Response(status=502, text=f"upstream refused header: Authorization: {auth[:30]}...\nmore")
+        status = {"auth": 401, "bad": 400, "server": 500, "limited": 429}[kind]
+        body = {"error": {"message": f"header Authorization: {auth} is not valid", "code": auth}}
+        return web.json_response(body, status=status)
+
+    app = web.Application()
+    app.router.add_post("/{kind}/v1/chat/completions", chat)
+    app.router.add_get("/{kind}/v1/models", chat)
+    return app
+
+
+@pytest.fixture
+async def echo_url(aiohttp_server):
+    server = await aiohttp_server(echo_app(), host="127.0.0.1", port=0)
+    return f"http://127.0.0.1:{server.port}"
+
+
+@pytest.mark.parametrize(
+    ("kind", "error"),
+    [
+        ("auth", AuthError),
+        ("bad", BadRequest),
+        ("server", ProviderUnavailable),
+        ("limited", RateLimited),
+        ("plain", ProviderUnavailable),
+        ("stream", ProviderUnavailable),
+    ],
+)
+async def test_an_echoed_key_never_reaches_an_error(echo_url, kind, error):
+    cfg = ProviderConfig(base_url=f"{echo_url}/{kind}/v1", model="m", api_key=KEY)
+    async with make_session(cfg) as session:
+        provider = OpenAIProvider(session, cfg)
+        with pytest.raises(error) as info:
+            await provider.complete(req(stream=kind == "stream"))
+        errors: list[EngineError] = [info.value]
+        if kind != "stream":
+            with pytest.raises(EngineError) as listed:
+                await provider.list_models()
+            errors.append(listed.value)
+    for exc in errors:
+        text = f"{exc} {exc.args} {exc.hint} {exc.message}"
+        assert KEY not in text and KEY[:12] not in text and KEY[-12:] not in text, text
+    assert kind == "auth" or REDACTED in str(info.value)  # the message is kept, the key cut out
+
+
+def test_redact_cuts_whole_and_partial_keys_only():
+    assert redact(f"a {KEY} b {KEY}", KEY) == f"a {REDACTED} b {REDACTED}"
+    assert redact(f"x{KEY[:15]}", KEY) == f"x{REDACTED}"
+    assert redact(f"{KEY[5:25]}!", KEY) == f"{REDACTED}!"
+    assert redact("sk-proj- is a prefix; so is Secret", KEY) == "sk-proj- is a prefix; so is Secret"
+    assert redact("text", None) == "text" and redact("", KEY) == ""
+
+
+@pytest.mark.parametrize("key", ["sk-abc\ndef", "sk-abc\r", "sk-\x00", "sk-\x7f"])
+def test_a_key_with_a_control_character_is_one_config_error(key):
+    with pytest.raises(ConfigError) as info:
+        ProviderConfig(base_url="http://127.0.0.1:9/v1", model="m", api_key=key)
+    assert "OPENAI_API_KEY" in str(info.value) and "--api-key-env" in str(info.value)
+    assert key not in str(info.value)
+
+
+def _generate_argv(url: str, out: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "engine", "generate", "bbc-news", "--n", "2", "--base-url", url, "--model", "m",
+        "--out", str(out), "--no-progress", "--max-attempts", "1", "--max-requests", "2", "--no-dedup",
+    ]  # fmt: skip
+
+
+async def run_cli(argv: list[str], key: str) -> tuple[int, str]:
+    env = {**os.environ, "OPENAI_API_KEY": key, "PYTHONPATH": ROOT}
+    proc = await asyncio.create_subprocess_exec(
+        *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode()
+
+
+@pytest.mark.parametrize("kind", ["auth", "server"])
+async def test_the_cli_keeps_an_echoed_key_off_stderr_and_disk(echo_url, tmp_path, kind):
+    out = tmp_path / "run"
+    code, text = await run_cli(_generate_argv(f"{echo_url}/{kind}/v1", out), KEY)
+    assert code != 0
+    assert "Traceback" not in text
+    written = " ".join(p.read_text(errors="replace") for p in out.rglob("*") if p.is_file()) if out.exists() else ""
+    for where in (text, written):
+        assert KEY not in where and KEY[:12] not in where and KEY[-12:] not in where
+
+
+async def test_the_cli_says_one_line_for_a_key_with_a_newline(tmp_path):
+    code, text = await run_cli(_generate_argv("http://127.0.0.1:9/v1", tmp_path / "run"), "sk-abc\ndef")
+    assert code != 0 and "Traceback" not in text
+    errors = [line for line in text.splitlines() if line.startswith("corpusforge: error:")]
+    assert len(errors) == 1 and "OPENAI_API_KEY" in errors[0] and "sk-abc" not in text
