@@ -179,8 +179,7 @@ class Simulator:
         wait = 0.0
         for bucket, amount in ((self.rpm, 1), (self.tpm, tokens)):
             if bucket is not None:
-                bucket.refill()
-                wait = max(wait, bucket.wait_for(amount))
+                wait = max(wait, bucket.delay(amount))
         if wait <= 0:
             if self.rpm is not None:
                 self.rpm.take(1)
@@ -188,7 +187,7 @@ class Simulator:
                 self.tpm.take(tokens)
         for bucket, suffix in ((self.rpm, "requests"), (self.tpm, "tokens")):
             if bucket is not None:
-                headers[f"x-ratelimit-limit-{suffix}"] = str(int(bucket.limit))
+                headers[f"x-ratelimit-limit-{suffix}"] = str(int(bucket.capacity))
                 headers[f"x-ratelimit-remaining-{suffix}"] = str(bucket.remaining())
                 headers[f"x-ratelimit-reset-{suffix}"] = format_duration(bucket.reset_s())
         if wait <= 0:

@@ -27,6 +27,7 @@ from engine.providers.base import Provider
 from engine.providers.limited import RateLimitedProvider
 from engine.sim.limits import Bucket as ServerBucket
 from engine.sim.limits import format_duration
+from engine.sim.server import Simulator
 from engine.tokens import TokenCounter
 from engine.types import Completion, Request
 
@@ -519,11 +520,10 @@ class SimulatedServer(Provider):
         self.limited: list[float] = []
 
     def _headers(self) -> dict[str, str]:
-        return learned_headers(self.bucket.limit, self.bucket.remaining(), format_duration(self.bucket.reset_s()))
+        return learned_headers(self.bucket.capacity, self.bucket.remaining(), format_duration(self.bucket.reset_s()))
 
     async def complete(self, request: Request) -> Completion:
-        self.bucket.refill()
-        wait = self.bucket.wait_for(1)
+        wait = self.bucket.delay(1)
         if wait > 0:
             self.limited.append(self.vt.now)
             headers = self._headers() | {"retry-after-ms": str(math.ceil(wait * 1000))}
@@ -556,6 +556,22 @@ async def test_paces_at_a_learned_limit_without_429s(vt: VirtualTime, latency_s:
     assert ok >= 0.97 * (600 + 1200)
     assert limited <= 0.05 * (ok + limited)
     assert ctl.snapshot()["limits_learned"]
+
+
+def test_one_bucket_class_on_both_sides() -> None:
+    from engine.sim.config import SimConfig
+
+    assert ServerBucket is Bucket
+    sim = Simulator(SimConfig(rpm_limit=60, tpm_limit=600))
+    assert type(sim.rpm) is Bucket and type(sim.tpm) is Bucket
+
+
+def test_bucket_reports_what_the_headers_say(vt: VirtualTime) -> None:
+    bucket = Bucket(600, vt.clock)
+    bucket.take(150.5)
+    assert bucket.remaining() == 449 and bucket.reset_s() == pytest.approx(15.05)
+    bucket.take(1000)
+    assert bucket.remaining() == 0  # a debt reads as nothing left
 
 
 def test_ticket_repr() -> None:

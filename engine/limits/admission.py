@@ -1,9 +1,7 @@
 """Admission control: request and token buckets that learn the provider's limits.
 
-Like aiolimiter, a budget per minute is a leaky bucket that starts full and
-refills continuously; ``acquire(amount)`` lets one bucket charge by request and
-another by token. :class:`AdmissionController` combines an RPM bucket, a TPM
-bucket and an in-flight cap behind one FIFO queue, and keeps them honest:
+:class:`AdmissionController` combines an RPM bucket, a TPM bucket and an
+in-flight cap behind one FIFO queue, and keeps them honest:
 
 * ``x-ratelimit-limit-*`` headers set the limits when the user gave none (and
   never raise a limit the user gave); ``x-ratelimit-remaining-*`` and
@@ -21,30 +19,24 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
-from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
-from .config import RateLimit
-from .errors import RateLimited, RetryableError
+from ..config import RateLimit
+from ..errors import RateLimited, RetryableError
+from ..headers import parse_duration, parse_number, parse_retry_after
+from .bucket import Bucket, Clock, Gate, Sleep
 
 __all__ = [
     "DECREASE_INTERVAL_S",
     "HEADROOM",
     "INITIAL_CONCURRENCY",
+    "USAGE_WINDOW_S",
     "AdmissionController",
-    "Bucket",
     "Ticket",
-    "parse_duration",
-    "parse_retry_after",
 ]
-
-Clock = Callable[[], float]
-Sleep = Callable[[float], Awaitable[Any]]
-T = TypeVar("T")
 
 #: AIMD start: the in-flight cap before any limit is known (never above ``max_in_flight``).
 INITIAL_CONCURRENCY = 8
@@ -55,199 +47,6 @@ DECREASE_INTERVAL_S = 1.0
 HEADROOM = 0.01
 #: Window of ``rpm_used`` / ``tpm_used`` in the snapshot.
 USAGE_WINDOW_S = 60.0
-#: Shortfalls below this many units count as none (guards float round-off against endless tiny sleeps).
-_EPSILON = 1e-6
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(h|ms|us|µs|ns|m|s)")
-_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
-
-
-def parse_duration(text: str | None) -> float | None:
-    """Seconds in ``"1s"``, ``"6m0s"``, ``"59ms"``, ``"0.5s"``, ``"1h2m3s"`` or plain ``"12.5"``; None if unreadable."""
-    if text is None:
-        return None
-    s = text.strip().lower()
-    if not s:
-        return None
-    try:
-        value = float(s)
-    except ValueError:
-        pass
-    else:
-        return value if math.isfinite(value) and value >= 0 else None
-    total, pos = 0.0, 0
-    for m in _DURATION_PART.finditer(s):
-        if m.start() != pos:
-            return None
-        total += float(m.group(1)) * _UNIT_S[m.group(2)]
-        pos = m.end()
-    return total if pos == len(s) else None
-
-
-def parse_retry_after(headers: Mapping[str, str], wall: Clock = time.time) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP-date); None if absent."""
-    ms = headers.get("retry-after-ms")
-    if ms is not None:
-        try:
-            value = float(ms) / 1000.0
-        except ValueError:
-            pass
-        else:
-            if math.isfinite(value):
-                return max(0.0, value)
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    seconds = parse_duration(raw)
-    if seconds is not None:
-        return seconds
-    try:
-        when = parsedate_to_datetime(raw.strip())
-    except (TypeError, ValueError, IndexError):
-        return None
-    return max(0.0, when.timestamp() - wall())
-
-
-class _Waiter:
-    __slots__ = ("fut",)
-
-    def __init__(self, fut: asyncio.Future[None]) -> None:
-        self.fut = fut
-
-
-def _wake(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
-class _Gate:
-    """A FIFO of blocked callers. The head checks ``ready``; everyone else waits for their turn.
-
-    ``ready()`` returns 0 (go now), seconds to wait, or ``inf`` (wait for an event).
-    The head waits on its own future, woken by a timer or by :meth:`nudge` (which a
-    release calls), whichever comes first, so a refund or a freed slot is used at
-    once. With the default sleep the timer is a loop ``call_later`` handle; an
-    injected ``sleep`` (a test clock) runs in a small task instead.
-    """
-
-    __slots__ = ("_sleep", "_waiters")
-
-    def __init__(self, sleep: Sleep) -> None:
-        self._sleep = sleep
-        self._waiters: deque[_Waiter] = deque()
-
-    def __len__(self) -> int:
-        return len(self._waiters)
-
-    def nudge(self) -> None:
-        """Make the head check again (or take its turn)."""
-        if self._waiters:
-            _wake(self._waiters[0].fut)
-
-    def _arm(self, loop: asyncio.AbstractEventLoop, delay: float, fut: asyncio.Future[None]) -> Callable[[], Any]:
-        if self._sleep is asyncio.sleep:
-            return loop.call_later(delay, _wake, fut).cancel
-        timer = asyncio.ensure_future(self._sleep(delay))
-        timer.add_done_callback(lambda _: _wake(fut))
-        return timer.cancel
-
-    async def wait(self, ready: Callable[[], float], admit: Callable[[], T]) -> T:
-        loop = asyncio.get_running_loop()
-        waiters = self._waiters
-        me = _Waiter(loop.create_future())
-        if not waiters:
-            me.fut.set_result(None)  # first in line: no turn to wait for
-        waiters.append(me)
-        try:
-            await me.fut
-            while True:
-                delay = ready()
-                if delay <= 0:
-                    return admit()
-                me.fut = loop.create_future()
-                if math.isinf(delay):
-                    await me.fut
-                    continue
-                disarm = self._arm(loop, delay, me.fut)
-                try:
-                    await me.fut
-                finally:
-                    disarm()
-        finally:
-            if waiters and waiters[0] is me:
-                waiters.popleft()
-                self.nudge()
-            else:
-                waiters.remove(me)
-
-
-class Bucket:
-    """``capacity_per_minute`` units; starts full (or at ``level``) and refills continuously.
-
-    The level may go negative (a debt): an ``amount`` above the capacity waits for a
-    full bucket, then takes it all, so it never deadlocks and the average rate holds.
-    """
-
-    __slots__ = ("_clock", "_gate", "_last", "capacity", "level", "rate")
-
-    def __init__(
-        self,
-        capacity_per_minute: float,
-        clock: Clock = time.monotonic,
-        *,
-        sleep: Sleep = asyncio.sleep,
-        level: float | None = None,
-    ) -> None:
-        if not capacity_per_minute > 0:
-            raise ValueError(f"capacity must be positive, got {capacity_per_minute!r}")
-        self.capacity = float(capacity_per_minute)
-        self.rate = self.capacity / 60.0
-        self.level = self.capacity if level is None else min(float(level), self.capacity)
-        self._clock = clock
-        self._last = clock()
-        self._gate = _Gate(sleep)
-
-    def refill(self, now: float | None = None) -> float:
-        """Bring the level up to date; return it."""
-        if now is None:
-            now = self._clock()
-        if now > self._last:
-            self.level = min(self.capacity, self.level + (now - self._last) * self.rate)
-            self._last = now
-        return self.level
-
-    def delay(self, amount: float = 1.0, now: float | None = None) -> float:
-        """Seconds until ``amount`` (clamped to the capacity) fits; 0 if it fits now."""
-        short = min(amount, self.capacity) - self.refill(now)
-        return short / self.rate if short > _EPSILON else 0.0
-
-    def take(self, amount: float = 1.0, now: float | None = None) -> None:
-        self.refill(now)
-        self.level -= amount
-
-    def give(self, amount: float, now: float | None = None) -> None:
-        """Refund ``amount`` (never above the capacity)."""
-        self.refill(now)
-        self.level = min(self.capacity, self.level + amount)
-
-    def set_level(self, level: float, now: float | None = None) -> None:
-        self.refill(now)
-        self.level = min(self.capacity, level)
-
-    def resize(self, capacity_per_minute: float, now: float | None = None) -> None:
-        """Change the capacity, keeping what is used (capacity - level) as it was."""
-        self.refill(now)
-        used = self.capacity - self.level
-        self.capacity = float(capacity_per_minute)
-        self.rate = self.capacity / 60.0
-        self.level = self.capacity - used
-
-    async def acquire(self, amount: float = 1.0) -> None:
-        """Wait (FIFO) until ``amount`` fits, then take it."""
-        if not self._gate and self.delay(amount) == 0.0:
-            self.take(amount)
-            return
-        await self._gate.wait(lambda: self.delay(amount), lambda: self.take(amount))
 
 
 class Ticket:
@@ -281,7 +80,7 @@ class AdmissionController:
         self.limit = limit
         self._clock = clock
         self._wall = wall
-        self._gate = _Gate(sleep)
+        self._gate = Gate(sleep)
         self._rpm = Bucket(limit.rpm, clock) if limit.rpm else None
         self._tpm = Bucket(limit.tpm, clock) if limit.tpm else None
         self._learned = False
@@ -373,7 +172,7 @@ class AdmissionController:
         return self._learn_kind("tokens", headers, ticket, now) or synced
 
     def _learn_kind(self, kind: str, headers: Mapping[str, str], ticket: Ticket, now: float) -> bool:
-        server_limit = _number(headers.get(f"x-ratelimit-limit-{kind}"))
+        server_limit = parse_number(headers.get(f"x-ratelimit-limit-{kind}"))
         user_limit = self.limit.rpm if kind == "requests" else self.limit.tpm
         bucket = self._rpm if kind == "requests" else self._tpm
         if server_limit is not None:
@@ -393,7 +192,7 @@ class AdmissionController:
         if bucket is None:
             return False
         server_cap = server_limit if server_limit is not None else bucket.capacity
-        remaining = _number(headers.get(f"x-ratelimit-remaining-{kind}"))
+        remaining = parse_number(headers.get(f"x-ratelimit-remaining-{kind}"))
         reset = parse_duration(headers.get(f"x-ratelimit-reset-{kind}"))
         if remaining is None and reset is None:
             return False
@@ -497,13 +296,3 @@ class AdmissionController:
             "waiting": len(self._gate),
             "paused_s": max(0.0, self._paused_until - now),
         }
-
-
-def _number(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        return None
-    return number if math.isfinite(number) and number >= 0 else None
