@@ -149,6 +149,19 @@ class Planner:
         self.issued += 1
         return PlannedRequest(id=rid, label=best, seed=stable_seed(self.seed, best, k))
 
+    def hold(self, request_id: str, label: str) -> bool:
+        """On resume: ``request_id`` was sent earlier and its outcome is still to come (a submitted batch).
+
+        It counts as in flight (and against the cap) and is never planned again; its outcome is
+        ``record``-ed like any other. False, and nothing changes, if the run already recorded it.
+        """
+        if request_id in self._done:
+            return False
+        self._done.add(request_id)
+        self.in_flight[label] += 1
+        self.issued += 1
+        return True
+
     def record(self, label: str, *, kept: int) -> None:
         """A request for ``label`` finished (in any way) and ``kept`` of its examples were accepted."""
         self.in_flight[label] -= 1

@@ -63,3 +63,19 @@ def test_room_counts_surplus():
     p.next()
     p.record("a", kept=1)
     assert p.room("a") == 0 and p.finished
+
+
+def test_hold_keeps_a_submitted_request_in_flight_across_a_resume():
+    first = Planner(["a"], n=3, cap=10)
+    sent = [first.next() for _ in range(3)]
+    assert [r.id for r in sent if r] == ["a-0000000", "a-0000001", "a-0000002"]
+    # resumed: a-0000000 is done (journaled), a-0000001 sits in a submitted batch, a-0000002 was never sent
+    p = Planner(["a"], n=3, cap=10, done={"a-0000000"}, accepted=Counter(a=1), requests_done=Counter(a=1))
+    assert p.hold("a-0000001", "a") is True
+    assert p.hold("a-0000000", "a") is False  # already recorded: not in flight again
+    assert p.outstanding == 1 and p.issued == 2
+    again = p.next()
+    assert again is not None and again.id == "a-0000002"  # the held request is not planned again
+    assert p.next() is None  # need 2: one held, one new
+    p.record("a", kept=1)
+    assert p.outstanding == 1 and p.accepted["a"] == 2
