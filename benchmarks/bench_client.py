@@ -31,10 +31,8 @@ from typing import Any
 import aiohttp
 import psutil
 
-from engine.config import ProviderConfig, RateLimit, RetryPolicy, RunConfig
-from engine.generate import GenerateOptions, generate
-from engine.sim.config import SimConfig
-from engine.sim.process import sim_process
+from .markdown import Headline, fmt, get, headline_table, ratio, table
+from .record import write_results
 
 FULL = os.environ.get("BENCH_FULL") == "1"
 #: Requests per client in the throughput comparison.
@@ -49,7 +47,6 @@ RPM_LIMIT = 600
 RPM_SECONDS = 120 if FULL else 30
 #: Flat-memory scenario: requests, and RSS samples along the way.
 LONG_N = 200_000 if FULL else 20_000
-RESULTS = Path(__file__).parent / "results"
 PROMPT = [{"role": "user", "content": "Write one news article sentence about sport.\nLabel: sport"}]
 SCHEMA = {
     "type": "json_schema",
@@ -155,6 +152,9 @@ async def openai_sdk(url: str, n: int) -> int:
 async def engine_path(
     url: str, n: int, out: Path, *, rpm: float | None = None, seconds: float | None = None, dedup: bool = True
 ) -> int:
+    from engine.config import ProviderConfig, RateLimit, RetryPolicy, RunConfig
+    from engine.generate import GenerateOptions, generate
+
     run = RunConfig(task="bbc-news", strategy="zero-shot", n=n, max_tokens=MAX_TOKENS)
     cfg = ProviderConfig(base_url=url, model="sim", max_connections=CONCURRENCY)
     options = GenerateOptions(out_dir=out, progress=False, reference_real=False)
@@ -172,6 +172,9 @@ async def engine_path(
 
 
 def main() -> dict[str, Any]:
+    from engine.sim.config import SimConfig
+    from engine.sim.process import sim_process
+
     try:
         import uvloop
 
@@ -243,46 +246,60 @@ def main() -> dict[str, Any]:
             "growth_bytes_per_request": round((samples[-1] - samples[k]) / (0.8 * LONG_N)),
         }
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "client.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(table(results))
+    write_results("client", results)
+    print(render(results))
     return results
 
 
-def table(r: dict[str, Any]) -> str:
-    lines = [
-        f"Client benchmark ({r['n_requests']} requests, concurrency {r['concurrency']}, {r['loop']}):",
-        "",
-        "| client | requests/s | CPU s / 1k req | requests / CPU s | peak RSS MB |",
-        "|---|---:|---:|---:|---:|",
+def headline(data: dict[str, Any]) -> Headline:
+    return [
+        (
+            "engine / bare aiohttp, requests per CPU-s (median pair)",
+            ratio(get(data, "ratios.engine_vs_bare_requests_per_cpu_s")),
+        ),
+        ("engine / openai SDK, requests per CPU-s", ratio(get(data, "ratios.engine_vs_sdk_requests_per_cpu_s"))),
+        ("engine / openai SDK, requests per s", ratio(get(data, "ratios.engine_vs_sdk_requests_per_s"))),
+        (
+            "engine with dedup / bare aiohttp, requests per CPU-s",
+            ratio(get(data, "ratios.engine_with_dedup_vs_bare_requests_per_cpu_s")),
+        ),
     ]
-    for name in ("bare_aiohttp", "openai_sdk", "engine", "engine_with_dedup"):
-        m = r[name]
-        lines.append(
-            f"| {name} | {m['requests_per_s']} | {m['cpu_s_per_1k']} | {m['requests_per_cpu_s']} | {m['peak_rss_mb']} |"
-        )
-    ratios = r["ratios"]
-    lines += [
-        "",
-        f"engine / bare loop, requests per CPU-second: {ratios['engine_vs_bare_requests_per_cpu_s']} "
-        f"(median of {len(ratios['engine_vs_bare_per_round'])} adjacent pairs: "
-        f"{', '.join(str(x) for x in ratios['engine_vs_bare_per_round'])})",
-        f"engine / openai SDK, requests per CPU-second: {ratios['engine_vs_sdk_requests_per_cpu_s']}",
-        f"engine with streaming dedup / bare loop: {ratios['engine_with_dedup_vs_bare_requests_per_cpu_s']}, "
-        f"/ openai SDK: {ratios['engine_with_dedup_vs_sdk_requests_per_cpu_s']}",
-    ]
-    rl = r["rate_limit"]
-    lines.append(
-        f"rate limit {rl['rpm_limit']} RPM learned: {rl['utilisation_pct']}% of the server's capacity over "
-        f"{rl['seconds']} s, 429s {rl['rate_limited_pct']}% of {rl['requests']} requests"
+
+
+def render(data: dict[str, Any]) -> str:
+    sizes = ", ".join(
+        f"{label} {fmt(get(data, key))}"
+        for label, key in (("requests", "n_requests"), ("concurrency", "concurrency"), ("loop", "loop"))
     )
-    for name, what in (("memory", "request path"), ("memory_with_dedup", "with the dedup index")):
-        mem = r[name]
-        lines.append(
-            f"RSS over {mem['requests']} requests, {what}: {mem['rss_mb_at_20pct']} MB at 20% -> "
-            f"{mem['rss_mb_at_end']} MB at the end ({mem['growth_pct_after_20pct']}%, "
-            f"{mem['growth_bytes_per_request']} B/request)"
-        )
+    rows = [
+        [name]
+        + [fmt(get(data, f"{name}.{k}")) for k in ("requests_per_s", "cpu_s_per_1k", "requests_per_cpu_s")]
+        + [fmt(get(data, f"{name}.peak_rss_mb"))]
+        for name in ("bare_aiohttp", "openai_sdk", "engine", "engine_with_dedup")
+    ]
+    per_round = get(data, "ratios.engine_vs_bare_per_round")
+    pairs = (
+        f" The bare loop and the engine ran in {len(per_round)} adjacent pairs (engine / bare per pair: "
+        f"{', '.join(ratio(x) for x in per_round)}); the table shows the median pair."
+        if isinstance(per_round, list) and per_round
+        else ""
+    )
+    lines = [f"Same simulator, one client after another ({sizes}).{pairs}", ""]
+    lines += table(["client", "requests/s", "CPU s / 1k requests", "requests / CPU s", "peak RSS MB"], rows)
+    lines += ["", *headline_table(headline(data)), ""]
+    lines.append(
+        f"- Learned rate limit ({fmt(get(data, 'rate_limit.rpm_limit'))} RPM on the server, not told to the engine): "
+        f"{fmt(get(data, 'rate_limit.utilisation_pct'), '%')} of capacity used over "
+        f"{fmt(get(data, 'rate_limit.seconds'))} s, {fmt(get(data, 'rate_limit.rate_limited_pct'), '%')} of "
+        f"{fmt(get(data, 'rate_limit.requests'))} requests got 429."
+    )
+    lines.append(
+        f"- Memory over {fmt(get(data, 'memory.requests'))} requests: RSS "
+        f"{fmt(get(data, 'memory.rss_mb_at_20pct'))} MB at 20% and {fmt(get(data, 'memory.rss_mb_at_end'))} MB at "
+        f"the end ({fmt(get(data, 'memory.growth_pct_after_20pct'), '%')}) on the request path; with the dedup index "
+        f"{fmt(get(data, 'memory_with_dedup.growth_pct_after_20pct'), '%')} "
+        f"({fmt(get(data, 'memory_with_dedup.growth_bytes_per_request'))} bytes per kept example)."
+    )
     return "\n".join(lines)
 
 

@@ -22,13 +22,15 @@ Run: ``python -m benchmarks.bench_dedup``; writes ``benchmarks/results/dedup.jso
 from __future__ import annotations
 
 import importlib.util
-import json
 import random
 import sys
 import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from .markdown import Headline, fmt, get, headline_generic, is_number, ratio, table
+from .record import write_results
 
 N_SHORT = 6000
 N_LONG = 1200
@@ -37,7 +39,6 @@ NUM_PERM = 128
 THRESHOLD = 0.5
 SEED = 0
 REPEATS = 2  # best of
-RESULTS = Path(__file__).parent / "results" / "dedup.json"
 
 
 def _corpus_module() -> ModuleType:
@@ -136,26 +137,47 @@ def main() -> dict[str, Any]:
             "agreement": sum(a == b for a, b in zip(d_vec, d_upd, strict=True)) / n,
             "kept": {"vectorised": sum(d_vec), "datasketch_update": sum(d_upd), "datasketch_update_batch": sum(d_bat)},
         }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(table(results))
+    write_results("dedup", results)
+    print(render(results))
     return results
 
 
-def table(results: dict[str, Any]) -> str:
-    lines = [
-        "| texts | docs | vectorised docs/s | datasketch update docs/s | update_batch docs/s "
-        "| speedup vs update | vs update_batch | agreement |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for kind, r in results["corpora"].items():
-        dps = r["docs_per_s"]
-        lines.append(
-            f"| {kind} | {r['docs']} | {dps['vectorised']:,.0f} | {dps['datasketch_update']:,.0f} "
-            f"| {dps['datasketch_update_batch']:,.0f} | {r['speedup_vs_update']:.1f}x "
-            f"| {r['speedup_vs_update_batch']:.1f}x | {r['agreement']:.2%} |"
+def _corpora(data: dict[str, Any]) -> dict[str, Any]:
+    corpora = get(data, "corpora")
+    return corpora if isinstance(corpora, dict) else {}
+
+
+def headline(data: dict[str, Any]) -> Headline:
+    out = []
+    for kind in _corpora(data):
+        for key, what in (("speedup_vs_update", "update"), ("speedup_vs_update_batch", "update_batch")):
+            out.append((f"{kind} texts, vectorised / datasketch {what}", ratio(get(data, f"corpora.{kind}.{key}"))))
+    return out or headline_generic(data)
+
+
+def render(data: dict[str, Any]) -> str:
+    knobs = ", ".join(
+        f"{k} {fmt(get(data, f'knobs.{k}'))}" for k in ("num_perm", "threshold", "planted_fraction", "repeats")
+    )
+    rows = []
+    for kind in _corpora(data):
+        corpus = f"corpora.{kind}"
+        agreement = get(data, f"{corpus}.agreement")
+        rows.append(
+            [
+                kind,
+                fmt(get(data, f"{corpus}.docs")),
+                fmt(get(data, f"{corpus}.docs_per_s.vectorised")),
+                fmt(get(data, f"{corpus}.docs_per_s.datasketch_update")),
+                fmt(get(data, f"{corpus}.docs_per_s.datasketch_update_batch")),
+                ratio(get(data, f"{corpus}.speedup_vs_update")),
+                ratio(get(data, f"{corpus}.speedup_vs_update_batch")),
+                fmt(100 * agreement, "%") if is_number(agreement) else "-",
+            ]
         )
-    return "\n".join(lines)
+    header = ["texts", "docs", "vectorised docs/s", "datasketch update docs/s", "update_batch docs/s"]
+    header += ["speedup vs update", "speedup vs update_batch", "same keep/drop decisions"]
+    return "\n".join([f"Same texts, shingles and LSH index ({knobs}).", "", *table(header, rows)])
 
 
 if __name__ == "__main__":

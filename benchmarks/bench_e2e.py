@@ -33,17 +33,14 @@ import signal
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from engine.config import ProviderConfig, RateLimit, RetryPolicy, RunConfig
-from engine.generate import GenerateOptions, generate
-from engine.parse import parse_completion
-from engine.plan import quotas, stable_seed
-from engine.providers.local import LocalServer, LocalServerConfig, default_threads
-from engine.store import JOURNAL, read_jsonl
-from engine.strategies import make_strategy
-from engine.tasks import load_task
-from engine.types import Request
+from .markdown import Headline, fmt, get, headline_table, ratio, table
+from .record import write_results
+
+if TYPE_CHECKING:  # the engine is imported where it runs, so ``render`` needs none of it
+    from engine.config import RunConfig
+    from engine.types import Request
 
 FULL = os.environ.get("BENCH_FULL") == "1"
 TASK = "bbc-news"
@@ -62,10 +59,13 @@ REQUEST_TIMEOUT_S = 300.0
 #: llama.cpp threads; 0 = ``default_threads()`` (every core when idle, else one fewer).
 #: ``BENCH_LLAMA_THREADS=1`` keeps a run off a core another job is timing on.
 THREADS = int(os.environ.get("BENCH_LLAMA_THREADS") or 0)
-RESULTS = Path(__file__).parent / "results" / "e2e.json"
+#: ``run_all`` stops this benchmark after this many seconds (it drives the local LLM).
+TIMEOUT_S = 3600.0
 
 
 def _run_config() -> RunConfig:
+    from engine.config import RunConfig
+
     return RunConfig(task=TASK, strategy=STRATEGY, n=N_EXAMPLES, seed=SEED, max_tokens=MAX_TOKENS)
 
 
@@ -84,6 +84,9 @@ def _rates(accepted: int, requests: int, tokens: int, seconds: float) -> dict[st
 
 async def run_engine(base_url: str, model: str, out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """``generate`` into ``out``; (its figures, its final stats). Stopped after ``ENGINE_MAX_S``."""
+    from engine.config import ProviderConfig, RateLimit, RetryPolicy
+    from engine.generate import GenerateOptions, generate
+
     cfg = ProviderConfig(
         base_url=base_url, model=model, name="local", timeout_s=REQUEST_TIMEOUT_S, max_connections=ENGINE_CONCURRENCY
     )
@@ -115,6 +118,11 @@ async def run_engine(base_url: str, model: str, out: Path) -> tuple[dict[str, An
 
 def engine_requests(out: Path, count: int, *, structured: bool) -> list[Request]:
     """The requests the engine sent, in the order they finished, rebuilt from its journal (cycled to ``count``)."""
+    from engine.plan import stable_seed
+    from engine.store import JOURNAL, read_jsonl
+    from engine.strategies import make_strategy
+    from engine.tasks import load_task
+
     task = load_task(TASK)
     strategy = make_strategy(STRATEGY, task, seed=SEED, max_tokens=MAX_TOKENS, structured=structured)
     built = []
@@ -130,6 +138,10 @@ def engine_requests(out: Path, count: int, *, structured: bool) -> list[Request]
 async def run_baseline(base_url: str, model: str, requests: list[Request]) -> dict[str, Any]:
     """One request at a time through the openai SDK; replies parsed as the engine parses them."""
     from openai import APIError, AsyncOpenAI
+
+    from engine.parse import parse_completion
+    from engine.plan import quotas
+    from engine.tasks import load_task
 
     task = load_task(TASK)
     room = quotas(task.labels, N_EXAMPLES)  # the engine keeps no more than these per label (the rest is surplus)
@@ -183,6 +195,8 @@ async def warm_up(base_url: str, model: str) -> None:
 
 
 async def bench(out: Path) -> dict[str, Any]:
+    from engine.providers.local import LocalServer, LocalServerConfig, default_threads
+
     # run_all stops us with SIGTERM: cancel, so the server is stopped by ``async with`` on the way out.
     task = asyncio.current_task()
     assert task is not None
@@ -220,36 +234,49 @@ def _ratio(ours: float, base: float) -> float | None:
 def main() -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
         results = asyncio.run(bench(Path(tmp) / "run"))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(table(results))
+    write_results("e2e", results)
+    print(render(results))
     return results
 
 
-def table(r: dict[str, Any]) -> str:
-    srv = r["local_server"]
-    lines = [
-        f"End to end, {r['task']} {r['strategy']}, {r['n_examples']} examples, {r['model']} "
-        f"(llama.cpp: {srv['parallel']} slots, {srv['threads']} threads; engine in flight {r['engine_concurrency']}):",
-        "",
-        "| client | accepted | requests | output tokens | seconds | accepted/s | requests/s | output tokens/s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+def headline(data: dict[str, Any]) -> Headline:
+    return [
+        (
+            "engine / sequential openai SDK, accepted examples/s",
+            ratio(get(data, "ratios.engine_vs_sdk_accepted_per_s")),
+        ),
+        (
+            "engine / sequential openai SDK, output tokens/s",
+            ratio(get(data, "ratios.engine_vs_sdk_output_tokens_per_s")),
+        ),
     ]
-    for name in ("engine", "sdk_sequential"):
-        m = r[name]
-        lines.append(
-            f"| {name} | {m['accepted']} | {m['requests']} | {m['completion_tokens']} | {m['elapsed_s']:.1f} "
-            f"| {m['accepted_per_s']:.3f} | {m['requests_per_s']:.3f} | {m['output_tokens_per_s']:.1f} |"
-        )
-    ratios = r["ratios"]
-    lines += [
-        "",
-        f"engine / sequential SDK, accepted examples/s: {ratios['engine_vs_sdk_accepted_per_s']}",
-        f"engine / sequential SDK, output tokens/s: {ratios['engine_vs_sdk_output_tokens_per_s']}",
-        f"(the SDK loop parsed {r['sdk_sequential']['parsed']} examples; accepted counts those within the "
-        "engine's per-label quotas)",
+
+
+def render(data: dict[str, Any]) -> str:
+    rows = [
+        [name]
+        + [fmt(get(data, f"{name}.{k}")) for k in ("accepted", "requests", "completion_tokens", "elapsed_s")]
+        + [fmt(get(data, f"{name}.{k}")) for k in ("accepted_per_s", "requests_per_s", "output_tokens_per_s")]
+        for name in ("engine", "sdk_sequential")
     ]
-    return "\n".join(lines)
+    what = (
+        f"{fmt(get(data, 'task'))} {fmt(get(data, 'strategy'))}, {fmt(get(data, 'n_examples'))} examples, "
+        f"{fmt(get(data, 'model'))}, {fmt(get(data, 'local_server.parallel'))} llama.cpp slots and "
+        f"{fmt(get(data, 'local_server.threads'))} threads, engine in flight {fmt(get(data, 'engine_concurrency'))}"
+    )
+    header = ["client", "accepted", "requests", "output tokens", "s", "accepted/s", "requests/s", "output tokens/s"]
+    return "\n".join(
+        [
+            f"Same server and prompts ({what}).",
+            "",
+            *table(header, rows),
+            "",
+            *headline_table(headline(data)),
+            "",
+            f"The SDK loop parsed {fmt(get(data, 'sdk_sequential.parsed'))} examples; accepted counts those within "
+            "the engine's per-label quotas.",
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -21,16 +21,16 @@ writes ``benchmarks/results/encoder.json`` and prints a markdown table.
 from __future__ import annotations
 
 import functools
-import json
 import os
-import platform
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .markdown import Headline, fmt, get, is_number, ratio
+from .record import write_results
 
 #: Texts timed per backend and length (the accuracy run embeds the whole BBC split regardless).
 N_SHORT = 512
@@ -45,7 +45,6 @@ SEED = 0
 #: The tweet-sentiment sample the second accuracy check trains and tests on.
 N_TWEETS_TRAIN = 6000
 N_TWEETS_TEST = 2000
-OUT = Path(__file__).resolve().parent / "results" / "encoder.json"
 
 
 def _bbc() -> tuple[list[str], list[str], list[str], list[str]]:
@@ -177,13 +176,10 @@ def main() -> dict[str, Any]:
         "max_batch_tokens": MAX_BATCH_TOKENS,
         "torch_batch_sizes": list(TORCH_BATCH_SIZES),
         "torch_threads": threads,
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
         "backends": rows,
     }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2) + "\n")
-    print(table(result))
+    write_results("encoder", result)
+    print(render(result))
     return result
 
 
@@ -191,7 +187,50 @@ def _agreement(a: list[str], b: list[str]) -> float:
     return float(np.mean([x == y for x, y in zip(a, b, strict=True)]))
 
 
-def table(result: dict[str, Any]) -> str:
+def headline(data: dict[str, Any]) -> Headline:
+    name = str(get(data, "default_variant"))
+    row = get(data, f"backends.{name}") or {}
+
+    def points(key: str) -> str:
+        value = row.get(f"{key}_delta_points")
+        return f"{value:+.2f} points" if is_number(value) else "-"
+
+    agreement = row.get("agreement_with_pytorch")
+    return [
+        (f"{name} (default) / PyTorch, short texts per s", ratio(row.get("short_speedup"))),
+        (f"{name} (default) / PyTorch, long texts per s", ratio(row.get("long_speedup"))),
+        (
+            f"{name} (default), accuracy change vs PyTorch, BBC / tweets",
+            f"{points('accuracy')} / {points('tweets_accuracy')}",
+        ),
+        (
+            f"{name} (default), BBC predictions agreeing with PyTorch",
+            f"{100 * agreement:.1f}%" if is_number(agreement) else "-",
+        ),
+    ]
+
+
+def render(data: dict[str, Any]) -> str:
+    what = ", ".join(
+        f"{label} {fmt(get(data, key))}"
+        for label, key in (
+            ("short texts", "n_short"),
+            ("long texts", "n_long"),
+            ("batch size", "batch_size"),
+            ("max tokens per batch", "max_batch_tokens"),
+            ("torch threads", "torch_threads"),
+        )
+    )
+    intro = f"BBC News train {fmt(get(data, 'n_train'))} / test {fmt(get(data, 'n_test'))}; {what}."
+    note = (
+        "The int8 speed-up depends on the CPU (integer dot-product instructions: AVX-512 VNNI, AVX-VNNI, AMX) "
+        "and on the onnxruntime and PyTorch builds; `python -m benchmarks.pick_variant` measures the variants "
+        "on the machine at hand in about ten seconds."
+    )
+    return "\n".join([intro, "", backends_table(data), "", note])
+
+
+def backends_table(result: dict[str, Any]) -> str:
     lines = [
         "| backend | short/s | × pytorch | long/s | × pytorch | BBC acc | Δ pts | macro-F1 | agree w/ pytorch "
         "| tweets acc | Δ pts | agree w/ pytorch | head s |",

@@ -22,18 +22,17 @@ as the highest level, so each level is really decoded concurrently.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import sys
 import time
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from engine.config import ProviderConfig
-from engine.endpoint_probe import BenchConfig, StepResult, run_sweep, step_line, sweep_report
-from engine.providers.local import LocalServer, LocalServerConfig, default_threads
-from engine.providers.openai import OpenAIProvider, make_session
+from .markdown import Headline, fmt, get, headline_generic, headline_table, ratio, render_generic, table
+from .record import write_results
+
+if TYPE_CHECKING:  # the engine is imported where it runs, so ``render`` needs none of it
+    from engine.endpoint_probe import BenchConfig, StepResult
 
 FULL = os.environ.get("BENCH_FULL") == "1"
 CONCURRENCY: tuple[int, ...] = (1, 2, 4, 8) if FULL else (1, 2, 4)
@@ -54,10 +53,13 @@ CTX = 8192
 #: llama.cpp threads; 0 = ``default_threads()`` (every core when idle, else one fewer).
 #: ``BENCH_LLAMA_THREADS=1`` keeps a run off a core another job is timing on.
 THREADS = int(os.environ.get("BENCH_LLAMA_THREADS") or 0)
-RESULTS = Path(__file__).parent / "results" / "endpoint.json"
+#: ``run_all`` stops this benchmark after this many seconds (it drives the local LLM).
+TIMEOUT_S = 3600.0
 
 
 def bench_config() -> BenchConfig:
+    from engine.endpoint_probe import BenchConfig
+
     return BenchConfig(
         concurrency=CONCURRENCY,
         prompt_tokens=PROMPT_TOKENS,
@@ -72,6 +74,11 @@ def bench_config() -> BenchConfig:
 
 async def sweep(cfg: BenchConfig) -> dict[str, Any]:
     """Start the local server, sweep, stop it (also on error, cancellation or SIGTERM); the command's report."""
+    from engine.config import ProviderConfig
+    from engine.endpoint_probe import run_sweep, sweep_report
+    from engine.providers.local import LocalServer, LocalServerConfig, default_threads
+    from engine.providers.openai import OpenAIProvider, make_session
+
     task = asyncio.current_task()
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
@@ -93,6 +100,8 @@ async def sweep(cfg: BenchConfig) -> dict[str, Any]:
 
 
 def _progress(step: StepResult) -> None:
+    from engine.endpoint_probe import step_line
+
     print(step_line(step), file=sys.stderr, flush=True)
 
 
@@ -142,9 +151,8 @@ def main() -> dict[str, Any]:
         "per_step": per_step,
         "report": report,  # what `corpusforge bench-endpoint --out DIR` writes to bench.json
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(table(results))
+    write_results("endpoint", results)
+    print(render(results))
     empty = [s["level"] for s in report["steps"] if s["ok"] == 0]
     if empty:  # as the command does: a step without one good request fails the run (the JSON stays)
         print(f"no successful request at concurrency {empty}", file=sys.stderr)
@@ -152,34 +160,37 @@ def main() -> dict[str, Any]:
     return results
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+def headline(data: dict[str, Any]) -> Headline:
+    return headline_generic({"ratios": get(data, "ratios") or {}})
 
 
-def table(r: dict[str, Any]) -> str:
-    srv = r["local_server"]
-    lines = [
-        f"bench-endpoint on {r['model']} (llama.cpp: {srv['parallel']} slots, {srv['threads']} threads; "
-        f"{r['requests_per_step']} requests per step, ~{r['prompt_tokens']} prompt tokens, "
-        f"max {r['max_tokens']} output tokens):",
-        "",
-        "| concurrency | ok/sent | output tokens/s | requests/s | TTFT p50 ms | E2E p50 ms "
-        "| decode tok/s ours | server | ours / server |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+def render(data: dict[str, Any]) -> str:
+    steps = get(data, "per_step")
+    if not isinstance(steps, list) or not steps:
+        return render_generic(data)
+    keys = ("output_tokens_per_s", "requests_per_s", "ttft_ms_p50", "e2e_ms_p50", "decode_tps_p50")
+    rows = [
+        [fmt(s.get("concurrency")), f"{fmt(s.get('ok'))}/{fmt(s.get('sent'))}"]
+        + [fmt(s.get(k)) for k in keys]
+        + [fmt(s.get("server_decode_tps_p50")), ratio(s.get("decode_agreement"))]
+        for s in steps
     ]
-    for s in r["per_step"]:
-        lines.append(
-            f"| {s['concurrency']} | {s['ok']}/{s['sent']} | {_cell(s['output_tokens_per_s'])} "
-            f"| {_cell(s['requests_per_s'])} | {_cell(s['ttft_ms_p50'])} | {_cell(s['e2e_ms_p50'])} "
-            f"| {_cell(s['decode_tps_p50'])} | {_cell(s['server_decode_tps_p50'])} | {_cell(s['decode_agreement'])} |"
-        )
-    lines.append("")
-    lines += [f"{key}: {_cell(value)}" for key, value in r["ratios"].items()]
-    return "\n".join(lines)
+    header = ["concurrency", "ok/sent", "output tokens/s", "requests/s", "TTFT p50 ms", "E2E p50 ms"]
+    header += ["decode tok/s ours", "server", "ours / server"]
+    what = (
+        f"{fmt(get(data, 'model'))}; llama.cpp {fmt(get(data, 'local_server.parallel'))} slots, "
+        f"{fmt(get(data, 'local_server.threads'))} threads; {fmt(get(data, 'requests_per_step'))} requests per step, "
+        f"~{fmt(get(data, 'prompt_tokens'))} prompt tokens, at most {fmt(get(data, 'max_tokens'))} output tokens"
+    )
+    return "\n".join(
+        [
+            f"Streaming, closed loop per level ({what}).",
+            "",
+            *table(header, rows),
+            "",
+            *headline_table(headline(data)),
+        ]
+    )
 
 
 if __name__ == "__main__":
