@@ -9,8 +9,6 @@ otherwise every string column that is not bookkeeping) unless named with
 
 from __future__ import annotations
 
-import csv
-import json
 import random
 from collections import defaultdict
 from collections.abc import Sequence
@@ -18,59 +16,66 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import DataError
+from engine.io import read_jsonl, read_rows
 
 from .encoder import join_fields
 
-__all__ = ["load_records", "record_texts", "stratified_sample", "text_fields", "texts_and_labels"]
+__all__ = ["load_input", "load_records", "record_texts", "stratified_sample", "text_fields", "texts_and_labels"]
 
 #: Columns that are never text to classify.
 BOOKKEEPING = frozenset(
     {"id", "label", "strategy", "request_id", "model", "meta", "pred", "probs", "split", "source", "seed", "topic"}
 )
-SUFFIXES = (".jsonl", ".json", ".ndjson", ".csv", ".parquet")
+#: Up to this many distinct labels are always accepted; past it, at most one label per two rows.
+MIN_LABELS_CHECKED = 50
 
 
 def load_records(path: str | Path) -> list[dict[str, Any]]:
-    """Every record of a JSONL/CSV/Parquet file, or of ``data.jsonl`` in a run directory."""
+    """Every record of a JSONL/CSV/Parquet file, or of ``data.jsonl`` in a run directory.
+
+    A ``text`` column must hold strings and a ``label`` column strings or integers of a
+    small set (a class, not a measurement); anything else is a ``DataError`` naming the
+    file and the row. A run directory's torn last line (a killed run) is skipped.
+    """
     p = Path(path)
     if p.is_dir():
         data = p / "data.jsonl"
         if not data.exists():
             raise DataError(f"{p} is a directory without data.jsonl", hint="pass a generate run directory or a file")
+        records = list(read_jsonl(data, tolerate_torn_tail=True))
         p = data
-    if not p.exists():
-        raise DataError(f"{p}: no such file", hint="check the path")
-    suffix = p.suffix.lower()
-    if suffix in (".jsonl", ".json", ".ndjson"):
-        return _read_jsonl(p)
-    if suffix == ".csv":
-        with p.open(newline="", encoding="utf-8") as f:
-            return [dict(row) for row in csv.DictReader(f)]
-    if suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-
-            rows: list[dict[str, Any]] = pq.read_table(p).to_pylist()
-        except Exception as exc:  # pyarrow raises several types for a bad file
-            raise DataError(f"{p}: not a readable Parquet file ({exc})") from exc
-        return rows
-    raise DataError(f"{p}: unknown file type {suffix or '(none)'}", hint=f"use one of {', '.join(SUFFIXES)}")
-
-
-def _read_jsonl(p: Path) -> list[dict[str, Any]]:
-    records: list[dict[str, Any]] = []
-    with p.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{p}:{n}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(obj, dict):
-                raise DataError(f"{p}:{n}: expected a JSON object per line")
-            records.append(obj)
+    else:
+        records = list(read_rows(p))
+    _check_types(p, records)
     return records
+
+
+def _check_types(path: Path, records: Sequence[dict[str, Any]]) -> None:
+    """Fail on a numeric ``text`` column or on ``label`` values that are not classes."""
+    labels: set[Any] = set()
+    for i, r in enumerate(records, 1):
+        text = r.get("text")
+        if text is not None and not isinstance(text, str):
+            raise DataError(
+                f"{path}: row {i} has a {type(text).__name__} `text` ({str(text)[:40]}), not a string",
+                hint="the text column must hold the texts to classify; pass the right file or rename the column",
+            )
+        label = r.get("label")
+        if isinstance(label, float) and label.is_integer():
+            label = r["label"] = int(label)  # 1.0 from a Parquet column with nulls means class 1
+        if label is not None and (isinstance(label, bool) or not isinstance(label, str | int)):
+            raise DataError(
+                f"{path}: row {i} has a {type(label).__name__} label ({str(label)[:40]})",
+                hint="labels must be class names (strings) or class numbers (integers)",
+            )
+        labels.add(label)
+    labels.discard(None)
+    if len(labels) > max(MIN_LABELS_CHECKED, len(records) // 2):
+        raise DataError(
+            f"{path}: {len(labels)} different labels in {len(records)} rows: the label column does not look like "
+            "classes",
+            hint="labels must come from a small set of classes; check that `label` is the right column",
+        )
 
 
 def text_fields(records: Sequence[dict[str, Any]], fields: Sequence[str] | None = None) -> list[str]:
@@ -94,7 +99,33 @@ def text_fields(records: Sequence[dict[str, Any]], fields: Sequence[str] | None 
 def record_texts(records: Sequence[dict[str, Any]], fields: Sequence[str] | None = None) -> list[str]:
     """One string per record for the encoder (missing fields read as empty)."""
     names = text_fields(records, fields)
-    return [join_fields({n: str(r.get(n) or "") for n in names}) for r in records]
+    for i, r in enumerate(records, 1):
+        for n in names:
+            value = r.get(n)
+            if value is not None and not isinstance(value, str):
+                raise DataError(
+                    f"record {i} (id {r.get('id', '?')}) has a {type(value).__name__} in text field {n!r}: "
+                    f"{str(value)[:40]}",
+                    hint="text fields must hold strings; name the text columns with --fields",
+                )
+    return [join_fields({n: r.get(n) or "" for n in names}) for r in records]
+
+
+def load_input(value: str | Path, split: str) -> list[dict[str, Any]]:
+    """Records of a file or run directory, or the real ``split`` of a task named by a built-in name or a YAML file."""
+    from engine.tasks import list_builtin, load_real, load_task
+
+    p = Path(value)
+    is_task = p.suffix.lower() in (".yaml", ".yml") or (not p.exists() and str(value) in list_builtin())
+    if is_task:
+        task = load_task(p if p.exists() else str(value))
+        return [{"id": ex.id, **ex.fields, "label": ex.label} for ex in load_real(task, split)]
+    if not p.exists():
+        raise DataError(
+            f"{p}: no such file",
+            hint=f"check the path, or name a task: a YAML file or one of {', '.join(list_builtin())}",
+        )
+    return load_records(p)
 
 
 def texts_and_labels(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
+
+from ..io import atomic_write_text
 
 NAME = "data"
 HELP = "list tasks, export a task's real data split as JSONL"
@@ -23,12 +24,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     export = sub.add_parser(
         "export",
         help="write a task's real train or test split as JSONL",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Write one split of a task's real data as JSONL: id, the task's text fields, label.",
+        formatter_class=parser.formatter_class,  # the CLI's: shows defaults and marks required options
     )
     export.add_argument("task", help="built-in task name or task YAML file")
     export.add_argument("--split", choices=("train", "test"), default="train", help="which split")
-    export.add_argument("--out", required=True, help="output JSONL file ('-' for stdout)")
-    export.add_argument("--data", default=None, help="JSONL/CSV/Parquet file with the real data (text fields + label)")
+    export.add_argument("--out", required=True, metavar="FILE", help="output JSONL file ('-' for stdout)")
+    export.add_argument(
+        "--data", metavar="FILE", help="JSONL/CSV/Parquet file with the real data (text fields + label)"
+    )
     export.add_argument("--seed", type=int, default=0, help="split seed (0 is the canonical split)")
 
 
@@ -60,11 +64,7 @@ def _export(args: argparse.Namespace) -> int:
     if args.out == "-":
         sys.stdout.write(payload)
     else:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(payload, encoding="utf-8")
-        os.replace(tmp, out)
+        out = atomic_write_text(Path(args.out), payload)
         print(f"wrote {len(examples)} {args.split} examples of {task.name} to {out}", file=sys.stderr)
     return 0
 

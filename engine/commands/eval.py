@@ -30,9 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from evaluators.head import HEAD_KINDS
 
     parser.add_argument("--train", action="append", default=[], metavar="FILE", help="training data (repeatable)")
-    parser.add_argument("--real-train", metavar="FILE", help="real labelled data to mix in (or a task name)")
+    parser.add_argument("--real-train", metavar="FILE", help="real labelled data to mix in (or a task)")
     parser.add_argument("--real-n", type=int, metavar="N", help="how many --real-train examples to mix in (all)")
-    parser.add_argument("--test", required=True, metavar="FILE", help="real test data (or a task name)")
+    parser.add_argument(
+        "--test", required=True, metavar="FILE", help="real test data (or a built-in task name or task YAML file)"
+    )
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="where report.json and model/ go")
     parser.add_argument("--seed", type=int, default=0, help="seed for the real-data sample and the head")
     parser.add_argument("--variant", choices=VARIANTS, default=DEFAULT_VARIANT, help=VARIANT_HELP)
@@ -50,24 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_input(value: str, split: str) -> list[dict[str, Any]]:
-    """Records of a file or run directory, or of a built-in task's real ``split`` when ``value`` names one."""
-    from evaluators.data import load_records
+    """Records of a file or run directory, or a task's real ``split`` (a built-in name or a task YAML file)."""
+    from evaluators.data import load_input as load
 
-    if not Path(value).exists():
-        task = _builtin_task(value)
-        if task is not None:
-            from ..tasks import load_real
-
-            return [{"id": ex.id, **ex.fields, "label": ex.label} for ex in load_real(task, split)]
-    return load_records(value)
-
-
-def _builtin_task(value: str) -> Any:
-    try:
-        from ..tasks import list_builtin, load_task
-    except ImportError:  # pragma: no cover - tasks not installed
-        return None
-    return load_task(value) if value in list_builtin() else None
+    return load(value, split)
 
 
 def _check(args: argparse.Namespace) -> None:

@@ -35,21 +35,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-embed", action="store_true", help="skip the embedding-based metrics")
 
 
-def _read(path: Path, fields: tuple[str, ...]) -> tuple[list[str], list[str]]:
-    from evaluators.experiment import read_generated
+def _read(path: Path, fields: tuple[str, ...] | None) -> tuple[list[str], list[str]]:
+    """Texts (the task's fields joined, or the detected text fields) and labels of a run directory or data file."""
+    from evaluators.data import load_records, texts_and_labels
 
-    if path.is_dir():
-        path = path / "data.jsonl"
-    if not path.exists():
-        raise DataError(f"{path} not found", hint="pass a run directory (with data.jsonl) or a data file")
-    if path.suffix == ".jsonl":
-        return read_generated(path, fields)
-    try:
-        from evaluators.data import load_records, texts_and_labels  # type: ignore[import-not-found,unused-ignore]
-    except ImportError as exc:  # pragma: no cover - evaluators.data not installed
-        raise DataError(f"cannot read {path.suffix} files here", hint="use a JSONL file") from exc
-    texts, labels = texts_and_labels(load_records(path))
-    return [str(t) for t in texts], [str(y) for y in labels]
+    return texts_and_labels(load_records(path), fields)
 
 
 def _embedder(variant: str) -> Any:
@@ -71,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
     console = Console()
     classes: tuple[str, ...] | None = None
-    fields: tuple[str, ...] = ("text",)
+    fields: tuple[str, ...] | None = None
     real_texts: list[str] | None = None
     real_labels: list[str] | None = None
     if args.task:

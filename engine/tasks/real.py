@@ -17,16 +17,14 @@ Results are cached in memory per process.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import DataError
+from ..io import describe_columns, read_rows
 from ..types import Example
 from .packaged import RawRow, read_packaged
 from .task import Task
@@ -35,7 +33,6 @@ __all__ = ["SPLITS", "clear_cache", "has_real_data", "load_real", "read_table", 
 
 SPLITS = ("train", "test")
 Split = Literal["train", "test"]
-_FILE_KINDS = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 
 _CACHE: dict[tuple[Any, ...], dict[str, list[Example]]] = {}
 
@@ -67,30 +64,21 @@ def _missing_hint(task: Task) -> str:
 
 
 def read_table(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL, JSON (list), CSV, TSV or Parquet file as dicts."""
+    """Rows of a JSONL, JSON (list), CSV, TSV or Parquet file as dicts (see ``engine.io.read_rows``)."""
     if not path.is_file():
         raise DataError(f"data file {path} does not exist", hint="check the --data path")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            rows: list[dict[str, Any]] = pq.read_table(path).to_pylist()
-            return rows
-        raw = path.read_bytes().decode("utf-8-sig", "replace")
-        if suffix in (".csv", ".tsv"):
-            return list(csv.DictReader(io.StringIO(raw, newline=""), delimiter="\t" if suffix == ".tsv" else ","))
-        if suffix == ".json" and raw.lstrip().startswith("["):
-            data = json.loads(raw)
-            return [dict(r) for r in data]
-        if suffix in (".json", ".jsonl"):
-            return [json.loads(line) for line in raw.splitlines() if line.strip()]
-    except (ValueError, TypeError, OSError) as exc:
-        raise DataError(f"cannot read {path}: {exc}", hint="check the file format") from exc
-    raise DataError(f"unsupported data file type {path.name!r}", hint=f"use one of {', '.join(_FILE_KINDS)}")
+    return list(read_rows(path))
 
 
-def _rows_from_table(task: Task, rows: Iterable[Mapping[str, Any]], *, split_name: str | None = None) -> list[RawRow]:
+def _cell_label(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # 1.0 from a Parquet column with nulls means class 1
+    return str(value)
+
+
+def _rows_from_table(
+    task: Task, rows: Iterable[Mapping[str, Any]], *, split_name: str | None = None, where: str = "the data"
+) -> list[RawRow]:
     """Map columns (ours first, then the task's ``source.columns``) to fields, label and split."""
     cols = task.source.columns
     out: list[RawRow] = []
@@ -105,8 +93,22 @@ def _rows_from_table(task: Task, rows: Iterable[Mapping[str, Any]], *, split_nam
         missing = [f for f in (*task.fields, "label") if col(f) is None]
         if missing:
             raise DataError(
-                f"row {i} has no column {missing[0]!r} (columns: {sorted(row)})",
+                f"{where}: row {i + 1} has no column {missing[0]!r} (columns: {describe_columns(row)})",
                 hint=f"the data needs columns {', '.join([*task.fields, 'label'])}",
+            )
+        bad = next((f for f in task.fields if not isinstance(col(f), str)), None)
+        if bad is not None:
+            value = col(bad)
+            raise DataError(
+                f"{where}: row {i + 1} has a {type(value).__name__} in text field {bad!r} ({str(value)[:40]}), "
+                "not a string",
+                hint=f"map the text column with source.columns, or fix the file; fields are {', '.join(task.fields)}",
+            )
+        label = col("label")
+        if isinstance(label, bool) or not isinstance(label, str | int | float):
+            raise DataError(
+                f"{where}: row {i + 1} has a {type(label).__name__} label ({str(label)[:40]})",
+                hint=f"labels must be one of {', '.join(task.labels)} (or values mapped by source.labels)",
             )
         fields = {f: str(col(f)).strip() for f in task.fields}
         split = col("split")
@@ -114,7 +116,7 @@ def _rows_from_table(task: Task, rows: Iterable[Mapping[str, Any]], *, split_nam
         out.append(
             (
                 fields,
-                str(col("label")),
+                _cell_label(label),
                 str(split) if split is not None else split_name,
                 str(orig_id) if orig_id is not None else f"row{i}",
             )
@@ -138,13 +140,13 @@ def _read_hf(task: Task) -> list[RawRow]:
             ds = datasets.load_dataset(src.name, src.config, split=theirs)
         except Exception as exc:  # the hub raises many kinds; all mean "not available here"
             raise DataError(f"cannot load {src.describe()} split {theirs!r}: {exc}", hint=_missing_hint(task)) from exc
-        rows.extend(_rows_from_table(task, ds, split_name=ours))
+        rows.extend(_rows_from_table(task, ds, split_name=ours, where=f"{src.describe()} split {theirs!r}"))
     return rows
 
 
 def _read_rows(task: Task, data_file: Path | None) -> tuple[list[RawRow], str]:
     if data_file is not None:
-        return _rows_from_table(task, read_table(data_file)), f"file:{data_file}"
+        return _rows_from_table(task, read_table(data_file), where=str(data_file)), f"file:{data_file}"
     src = task.source
     if src.kind == "packaged":
         return read_packaged(src.name), src.describe()
@@ -152,7 +154,7 @@ def _read_rows(task: Task, data_file: Path | None) -> tuple[list[RawRow], str]:
         path = Path(src.name)
         if not path.is_absolute() and task.path is not None:
             path = task.path.parent / path
-        return _rows_from_table(task, read_table(path)), f"file:{path}"
+        return _rows_from_table(task, read_table(path), where=str(path)), f"file:{path}"
     if src.kind == "hf":
         return _read_hf(task), src.describe()
     raise DataError(f"task {task.name!r} names no real-data source", hint=_missing_hint(task))

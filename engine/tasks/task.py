@@ -34,9 +34,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import yaml
-
 from ..errors import ConfigError
+from ..io import parse_yaml, read_yaml
 
 __all__ = ["DEFAULT_MIN_CHARS", "DEFAULT_TEST_FRACTION", "Source", "Task", "list_builtin", "load_task"]
 
@@ -127,6 +126,9 @@ class Task:
             raise bad(f"name {name!r} must be a lower-case slug like 'bbc-news'")
         labels_raw = raw.get("labels")
         if isinstance(labels_raw, list):
+            twice = sorted({str(x) for x in labels_raw if labels_raw.count(x) > 1})
+            if twice:
+                raise bad(f"labels lists {twice[0]!r} twice", hint="list each label once")
             labels_raw = {str(x): "" for x in labels_raw}
         if not isinstance(labels_raw, Mapping) or len(labels_raw) < 2:
             raise bad("labels must map at least two labels to their descriptions")
@@ -218,7 +220,7 @@ def load_task(name_or_path: str | Path) -> Task:
     if key.endswith((".yaml", ".yml")) or path.is_file():
         if not path.is_file():
             raise ConfigError(f"task file {key} does not exist", hint="pass a built-in task name or a YAML path")
-        text = path.read_text(encoding="utf-8")
+        raw = read_yaml(path)
         source_path: Path | None = path.resolve()
     else:
         resource = _builtin_dir().joinpath(f"{key}.yaml")
@@ -227,12 +229,8 @@ def load_task(name_or_path: str | Path) -> Task:
                 f"unknown task {key!r}",
                 hint=f"built-in tasks: {', '.join(list_builtin())}; or pass a task YAML file",
             )
-        text = resource.read_text(encoding="utf-8")
+        raw = parse_yaml(resource.read_text(encoding="utf-8"), source=f"built-in task {key}")
         source_path = None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{key}: not valid YAML: {exc}".splitlines()[0], hint="fix the task file") from exc
     task = Task.from_dict(raw, path=source_path)
     if source_path is None:
         _CACHE[key] = task
