@@ -36,13 +36,28 @@ EXIT_FATAL = 2
 EXIT_INTERRUPTED = 130
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, but not the uninformative ``None`` and ``False`` ones."""
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows defaults (not the uninformative ``None``, ``False`` or ``[]``) and marks required options."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False) or action.default is argparse.SUPPRESS:
-            return action.help
-        return super()._get_help_string(action)
+        text = action.help or ""
+        if action.required and action.option_strings:
+            text += " (required)"
+        default = action.default
+        if default is None or default is False or default == [] or default is argparse.SUPPRESS:
+            return text
+        if "%(default)" not in text and (action.option_strings or action.nargs in (argparse.OPTIONAL, "*")):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("corpusforge")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def _load(name: str) -> ModuleType | None:
@@ -62,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
             "filter them, and measure whether they are any good."
         ),
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         module = _load(name)

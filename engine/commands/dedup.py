@@ -26,12 +26,13 @@ SAMPLE_GROUPS = 5
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..dedup.filter import DEFAULT_THRESHOLD
-    from ..dedup.minhash import DEFAULT_NUM_PERM
+    from ..config import DEFAULT_DEDUP_THRESHOLD, DEFAULT_NUM_PERM
 
     p.add_argument("input", metavar="IN", type=Path, help="input file: .jsonl, .csv or .parquet")
     p.add_argument("--out", type=Path, required=True, help="output file: .jsonl, .csv or .parquet")
-    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="Jaccard similarity of near-duplicates")
+    p.add_argument(
+        "--threshold", type=float, default=DEFAULT_DEDUP_THRESHOLD, help="Jaccard similarity of near-duplicates"
+    )
     p.add_argument(
         "--field",
         action="append",

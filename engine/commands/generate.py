@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .. import aio
+from ..config import DEFAULT_DEDUP_THRESHOLD, DEFAULT_TEMPERATURE
 from ..errors import ConfigError
 
 NAME = "generate"
@@ -52,23 +53,45 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-requests", type=int, help="cap on requests (default: 4x what N needs, plus 50)")
     g = p.add_argument_group("generation")
     g.add_argument("--max-tokens", type=int, default=512, help="completion tokens per request")
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--top-p", type=float)
+    g.add_argument(
+        "--temperature",
+        type=float,
+        default=DEFAULT_TEMPERATURE,
+        help="sampling temperature, 0..2: higher gives more varied (and more off-label) texts",
+    )
+    g.add_argument(
+        "--top-p", type=float, help="nucleus sampling, within (0, 1] (default: not sent; the provider's default)"
+    )
     g.add_argument("--per-request", type=int, default=1, help="examples asked for in one request (a JSON array)")
     g.add_argument("--shots", type=int, default=3, help="real examples per prompt for few-shot")
     g.add_argument("--attributes", action="store_true", help="condition prompts on sampled attributes (AttrPrompt)")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the request plan (labels, topics, shots); each request sends a seed derived from it",
+    )
     g.add_argument("--no-balance", action="store_true", help="do not balance examples across labels")
     g.add_argument("--stream", action="store_true", help="use streaming responses (SSE)")
     g.add_argument("--no-structured", action="store_true", help="never send a response_format JSON schema")
     g.add_argument("--data", type=Path, help="real data file (JSONL/CSV/Parquet) for tasks without packaged data")
     g = p.add_argument_group("filtering and output")
-    g.add_argument("--dedup-threshold", type=float, help="MinHash Jaccard threshold for near-duplicates")
+    g.add_argument(
+        "--dedup-threshold",
+        type=float,
+        default=DEFAULT_DEDUP_THRESHOLD,
+        help="estimated Jaccard similarity (MinHash) at or above which a text is a near-duplicate and dropped",
+    )
     g.add_argument("--no-dedup", action="store_true", help="keep exact and near-duplicates (no filtering)")
     g.add_argument("--no-reference-real", action="store_true", help="do not drop copies of real training examples")
     g.add_argument("--price-in", type=float, help="USD per 1M prompt tokens, for the cost estimate")
     g.add_argument("--price-out", type=float, help="USD per 1M completion tokens, for the cost estimate")
-    g.add_argument("--no-progress", action="store_true", help="no live display (log lines only)")
+    g.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no live panel: a one-line status on stderr every few seconds instead (also the default when stdout "
+        "is not a terminal); the final summary table still prints on stdout",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

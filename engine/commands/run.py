@@ -37,10 +37,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shots", type=int, default=2, help="real examples per few-shot prompt")
     p.add_argument("--max-tokens", type=int, default=480, help="completion tokens per request")
     p.add_argument("--per-request", type=int, default=3, help="examples asked for in one request (shares the prompt)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the request plan and of the real-data sample")
     p.add_argument("--concurrency", type=int, default=8, help="most requests in flight")
     p.add_argument("--data", type=Path, help="real data file for tasks without packaged data")
-    p.add_argument("--no-progress", action="store_true", help="no live display (log lines only)")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no live panel: a status line on stderr every few seconds; the final tables still print on stdout",
+    )
     add_provider_arguments(p)
 
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..sim.config import SimConfig
 
 NAME = "serve-sim"
 HELP = "run a local OpenAI-compatible simulator (latency, rate limits, faults) for tests and dry runs"
@@ -44,27 +48,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--hang-s", type=float, default=60.0, help="how long a 'timeout' fault hangs")
     parser.add_argument("--dup-rate", type=float, default=0.0, help="share of texts that near-duplicate earlier ones")
+    parser.add_argument(
+        "--dup-ring", type=int, default=1024, help="how many recent texts a near-duplicate may copy from"
+    )
     parser.add_argument("--require-key", default=None, metavar="KEY", help="answer 401 unless 'Bearer KEY' is sent")
     parser.add_argument("--seed", type=int, default=0, help="seed for deterministic output")
     batch = parser.add_argument_group("Batch API (/v1/files, /v1/batches)")
     batch.add_argument("--no-batch-api", action="store_true", help="answer 404 on the Batch API routes")
     batch.add_argument("--batch-rps", type=float, default=5000.0, help="lines a batch executes per second")
-    batch.add_argument("--batch-phase-s", type=float, default=0.05, help="seconds a batch spends validating, finalizing")
+    batch.add_argument(
+        "--batch-phase-s", type=float, default=0.05, help="seconds a batch spends validating, finalizing"
+    )
     batch.add_argument(
         "--batch-token-limit", type=int, default=None, help="enqueued prompt tokens before token_limit_exceeded"
     )
     batch.add_argument("--batch-fail-every", type=int, default=0, metavar="K", help="every K-th batch fails validation")
-    batch.add_argument("--batch-expire-every", type=int, default=0, metavar="K", help="every K-th batch expires half done")
-    batch.add_argument("--batch-error-rate", type=float, default=0.0, help="share of batch lines that fail (error file)")
+    batch.add_argument(
+        "--batch-expire-every", type=int, default=0, metavar="K", help="every K-th batch expires half done"
+    )
+    batch.add_argument(
+        "--batch-error-rate", type=float, default=0.0, help="share of batch lines that fail (error file)"
+    )
 
 
-def run(args: argparse.Namespace) -> int:
+def sim_config(args: argparse.Namespace) -> SimConfig:
+    """The simulator's config from the parsed flags (the inverse of ``engine.sim.cli_args``)."""
     from ..sim.config import SimConfig
-    from ..sim.process import serve_forever
 
-    if not 0 <= args.port <= 65535:
-        raise ConfigError(f"--port must be within 0..65535, got {args.port}")
-    cfg = SimConfig(
+    return SimConfig(
         model=args.model,
         strict_model=args.strict_model,
         latency_ms=args.latency_ms,
@@ -75,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         faults=dict(args.fault),
         hang_s=args.hang_s,
         dup_rate=args.dup_rate,
+        dup_ring=args.dup_ring,
         require_key=args.require_key,
         seed=args.seed,
         batch_api=not args.no_batch_api,
@@ -85,5 +97,12 @@ def run(args: argparse.Namespace) -> int:
         batch_expire_every=args.batch_expire_every,
         batch_error_rate=args.batch_error_rate,
     )
-    serve_forever(cfg, args.host, args.port)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..sim.process import serve_forever
+
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be within 0..65535, got {args.port}")
+    serve_forever(sim_config(args), args.host, args.port)
     return 0

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from ..config import DEFAULT_DEDUP_THRESHOLD
 from ..errors import ConfigError
 from ..pipeline import Filter, RejectSink
 from ..stats import Stats
@@ -42,7 +43,7 @@ __all__ = ["DEFAULT_THRESHOLD", "DedupConfig", "DedupFilter", "Reference", "Sign
 #: 0.5 catches a one-word edit of a 10-word tweet (character 5-gram Jaccard
 #: about 0.6-0.75) while unrelated tweets sit below 0.2 and unrelated news
 #: articles (word 3-grams) near 0; measured in tests/engine/test_dedup_accuracy.py.
-DEFAULT_THRESHOLD = 0.5
+DEFAULT_THRESHOLD = DEFAULT_DEDUP_THRESHOLD
 
 EXACT = "exact_duplicate"
 NEAR = "near_duplicate"

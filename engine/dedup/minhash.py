@@ -24,11 +24,11 @@ import numpy as np
 from datasketch import LeanMinHash, MinHash
 from numpy.typing import NDArray
 
+from ..config import DEFAULT_NUM_PERM
 from .shingle import ShingleBatch
 
 __all__ = ["DEFAULT_NUM_PERM", "DEFAULT_SCHEME", "DEFAULT_SEED", "Scheme", "permutations", "signatures", "to_lean"]
 
-DEFAULT_NUM_PERM = 128
 DEFAULT_SEED = 1
 DEFAULT_SCHEME: Final = "affine32"
 #: Cells (permutations x shingles) per numpy step: small enough to stay in cache.

@@ -59,7 +59,7 @@ def cli_args(cfg: SimConfig) -> list[str]:
     """The ``serve-sim`` flags that reproduce ``cfg``."""
     args = ["--model", cfg.model, "--seed", str(cfg.seed), "--latency-ms", str(cfg.latency_ms)]
     args += ["--token-delay-ms", str(cfg.token_delay_ms), "--error-rate", str(cfg.error_rate)]
-    args += ["--dup-rate", str(cfg.dup_rate), "--hang-s", str(cfg.hang_s)]
+    args += ["--dup-rate", str(cfg.dup_rate), "--dup-ring", str(cfg.dup_ring), "--hang-s", str(cfg.hang_s)]
     if cfg.rpm_limit is not None:
         args += ["--rpm-limit", str(cfg.rpm_limit)]
     if cfg.tpm_limit is not None:

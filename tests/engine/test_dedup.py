@@ -47,11 +47,6 @@ class ListSink:
         self.items.append((record, reason))
 
 
-def test_all_exports_exist():
-    for name in dedup.__all__:
-        assert hasattr(dedup, name), name
-
-
 # -- normalisation -----------------------------------------------------------------------------
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -37,11 +38,6 @@ async def _post(session: aiohttp.ClientSession, url: str, body: Any, **kw: Any) 
 
 def _sse(text: str) -> list[str]:
     return [line[len("data: ") :] for line in text.split("\n\n") if line.startswith("data: ")]
-
-
-def test_all_exports() -> None:
-    for name in engine.sim.__all__:
-        assert hasattr(engine.sim, name)
 
 
 async def test_models_route() -> None:
@@ -402,10 +398,35 @@ def test_cli_rejects_bad_flags_in_one_line(capsys: pytest.CaptureFixture[str]) -
     assert "unknown fault kind" in capsys.readouterr().err
 
 
-def test_cli_args_round_trip() -> None:
-    from engine.cli import build_parser
+def _non_default(f: dataclasses.Field[object]) -> object:
+    """A valid value of a ``SimConfig`` field that differs from its default."""
+    special: dict[str, object] = {
+        "model": "m",
+        "faults": {"drop": 0.1, "500": 0.05},
+        "require_key": "k",
+        "error_rate": 0.2,
+        "dup_rate": 0.3,
+        "batch_error_rate": 0.1,
+    }
+    if f.name in special:
+        return special[f.name]
+    default = f.default
+    if isinstance(default, bool):
+        return not default
+    if default is None:
+        return 7 if "token" in f.name or "limit" in f.name else 7.5
+    assert isinstance(default, int | float), f"add a non-default value for SimConfig.{f.name} here"
+    return default + 3
 
-    cfg = SimConfig(model="m", latency_ms=5, rpm_limit=60, tpm_limit=1000, faults={"drop": 0.1}, require_key="k")
-    args = build_parser().parse_args(["serve-sim", *engine.sim.cli_args(cfg)])
-    assert args.model == "m" and args.latency_ms == 5 and args.rpm_limit == 60 and args.tpm_limit == 1000
-    assert dict(args.fault) == {"drop": 0.1} and args.require_key == "k"
+
+def test_cli_args_round_trip_every_field() -> None:
+    """``cli_args`` then the serve-sim parser rebuilds the same config: every field, none dropped (dup_ring was)."""
+    from engine.cli import build_parser
+    from engine.commands.serve_sim import sim_config
+
+    assert sim_config(build_parser().parse_args(["serve-sim"])) == SimConfig()  # the flags' defaults are the config's
+    for f in dataclasses.fields(SimConfig):
+        cfg = SimConfig(**{f.name: _non_default(f)})
+        assert cfg != SimConfig(), f.name
+        args = build_parser().parse_args(["serve-sim", *engine.sim.cli_args(cfg)])
+        assert sim_config(args) == cfg, f"SimConfig.{f.name} does not survive cli_args -> serve-sim"

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 
-import engine.strategies as strategies_pkg
 from engine.errors import AuthError, BadRequest, ConfigError, DataError
 from engine.strategies import TOPICS_FILE, make_strategy, parse_topics, prompts
 from engine.tasks import load_real, load_task
@@ -65,11 +64,6 @@ Write only the JSON, with no explanations before or after it."""
 
 def _pool() -> list[Example]:
     return [Example(id=f"ex-{i}", fields={"text": f"tweet {i} text"}, label=TWEETS.labels[i % 3]) for i in range(12)]
-
-
-def test_all_exports_exist():
-    for name in strategies_pkg.__all__:
-        assert hasattr(strategies_pkg, name), name
 
 
 def test_unknown_strategy_lists_names():

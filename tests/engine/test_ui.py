@@ -144,10 +144,3 @@ def test_a_failing_snapshot_keeps_the_last_one() -> None:
     assert "requests=3" in view.log_line()
     state["fail"] = True
     assert "requests=3" in view.log_line()
-
-
-def test_all_exports() -> None:
-    import engine.ui
-
-    for name in engine.ui.__all__:
-        assert hasattr(engine.ui, name)

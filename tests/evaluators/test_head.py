@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 
-import evaluators
 from engine.errors import ConfigError, DataError
 from evaluators.data import load_records, record_texts, stratified_sample, texts_and_labels
 from evaluators.encoder import join_fields
@@ -124,8 +123,3 @@ def test_stratified_sample_is_seeded_and_proportional():
     assert sorted({rare[i] for i in stratified_sample(rare, 5, 0)}) == ["a", "b", "c"]
     assert len(stratified_sample(rare, 5, 0)) == 5
     assert stratified_sample(labels, 1000, 0) == list(range(100))
-
-
-def test_package_all():
-    for name in evaluators.__all__:
-        assert hasattr(evaluators, name), name
