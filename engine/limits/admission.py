@@ -21,7 +21,7 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..config import RateLimit
@@ -47,6 +47,8 @@ DECREASE_INTERVAL_S = 1.0
 HEADROOM = 0.01
 #: Window of ``rpm_used`` / ``tpm_used`` in the snapshot.
 USAGE_WINDOW_S = 60.0
+#: Headers that say the server keeps its own token count (then a completion's unused tokens are not refunded).
+_SERVER_TOKEN_COUNT = frozenset({"x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"})
 
 
 class Ticket:
@@ -120,8 +122,17 @@ class AdmissionController:
         self._record(now, 1, tokens)
         return Ticket(tokens, now, self._requests_total, self._tokens_total)
 
-    async def acquire(self, tokens: int = 0) -> Ticket:
-        """Wait for a request slot, ``tokens`` of token budget and an in-flight slot, in FIFO order."""
+    async def acquire(self, tokens: int | Callable[[], int] = 0) -> Ticket:
+        """Wait for a request slot, ``tokens`` of token budget and an in-flight slot, in FIFO order.
+
+        ``tokens`` may be a function, asked again each time the caller checks at the head of the
+        queue: what a request reserves can shrink while it waits (see ``RateLimitedProvider``).
+        """
+        if callable(tokens):
+            amount = tokens
+            if not self._gate and self._delay(n := max(0, amount())) == 0.0:
+                return self._admit(n)
+            return await self._gate.wait(lambda: self._delay(max(0, amount())), lambda: self._admit(max(0, amount())))
         tokens = max(0, int(tokens))
         if not self._gate and self._delay(tokens) == 0.0:
             return self._admit(tokens)
@@ -153,6 +164,11 @@ class AdmissionController:
             self._record(now, -1, -ticket.tokens)
         elif used_tokens is not None and used_tokens != ticket.tokens:
             refund = ticket.tokens - max(0, used_tokens)
+            if refund > 0 and headers and _SERVER_TOKEN_COUNT & headers.keys():
+                # The server reports its token budget, so it charged the reservation (OpenAI charges prompt +
+                # max_tokens up front and gives nothing back): a refund here would make us more optimistic than
+                # the server, and 429s follow. Its headers re-sync the level both ways instead.
+                refund = 0
             if self._tpm is not None:
                 if refund > 0:
                     self._tpm.give(refund, now)
@@ -248,6 +264,10 @@ class AdmissionController:
             self._concurrency = max(1, self._concurrency // 2)
             self._successes = 0
             self._last_decrease = now
+
+    def nudge(self) -> None:
+        """Make the head of the queue check again now (what it needs may have changed)."""
+        self._gate.nudge()
 
     def pause(self, seconds: float) -> None:
         """Admit nothing new for ``seconds`` (a later, longer pause extends it; a shorter one does not cut it)."""

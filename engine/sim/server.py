@@ -51,6 +51,8 @@ class SimState:
     planted_dups: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    #: Tokens charged against the TPM budget when a request was admitted (prompt + max_tokens, as OpenAI does).
+    tokens_charged: int = 0
 
 
 def _error(
@@ -185,6 +187,7 @@ class Simulator:
                 self.rpm.take(1)
             if self.tpm is not None:
                 self.tpm.take(tokens)
+                self.state.tokens_charged += tokens
         for bucket, suffix in ((self.rpm, "requests"), (self.tpm, "tokens")):
             if bucket is not None:
                 headers[f"x-ratelimit-limit-{suffix}"] = str(int(bucket.capacity))

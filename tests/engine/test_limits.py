@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import math
+import random
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -16,6 +17,7 @@ from engine.config import RateLimit
 from engine.errors import AuthError, EngineError, ProviderUnavailable, RateLimited, Timeout
 from engine.limits import (
     DECREASE_INTERVAL_S,
+    HEADROOM,
     INITIAL_CONCURRENCY,
     AdmissionController,
     Bucket,
@@ -23,6 +25,7 @@ from engine.limits import (
     parse_duration,
     parse_retry_after,
 )
+from engine.limits.sizing import MAX_CUT, MIN_SAMPLES, SLACK, TokenSizer
 from engine.providers.base import Provider
 from engine.providers.limited import RateLimitedProvider
 from engine.sim.limits import Bucket as ServerBucket
@@ -456,7 +459,8 @@ class FixedCounter(TokenCounter):
 
 
 def request(**kw: Any) -> Request:
-    return Request(id="r1", messages=[{"role": "user", "content": "hi"}], max_tokens=100, **kw)
+    kw.setdefault("max_tokens", 100)
+    return Request(id="r1", messages=[{"role": "user", "content": "hi"}], **kw)
 
 
 async def test_rate_limited_provider_reserves_and_settles(vt: VirtualTime) -> None:
@@ -556,6 +560,192 @@ async def test_paces_at_a_learned_limit_without_429s(vt: VirtualTime, latency_s:
     assert ok >= 0.97 * (600 + 1200)
     assert limited <= 0.05 * (ok + limited)
     assert ctl.snapshot()["limits_learned"]
+
+
+class TpmServer(Provider):
+    """OpenAI-style TPM limiting in virtual time: each request is charged prompt + max_tokens when admitted,
+    and nothing comes back when its completion is shorter (seeded completion lengths, a long tail)."""
+
+    def __init__(self, vt: VirtualTime, tpm: float, latency_s: float, prompt: int = 200) -> None:
+        self.vt = vt
+        self.bucket = ServerBucket(tpm, vt.clock)
+        self.latency_s = latency_s
+        self.prompt = prompt
+        self.rng = random.Random(7)
+        self.charged: list[tuple[float, int]] = []
+        self.real: list[tuple[float, int]] = []
+        self.limited: list[float] = []
+
+    def _headers(self) -> dict[str, str]:
+        b = self.bucket
+        return learned_headers(b.capacity, b.remaining(), format_duration(b.reset_s()), kind="tokens")
+
+    async def complete(self, request: Request) -> Completion:
+        cost = self.prompt + request.max_tokens
+        wait = self.bucket.delay(cost)
+        if wait > 0:
+            self.limited.append(self.vt.now)
+            headers = self._headers() | {"retry-after-ms": str(math.ceil(wait * 1000))}
+            raise RateLimited(retry_after=wait, status=429, headers=headers)
+        self.bucket.take(cost)
+        self.charged.append((self.vt.now, cost))
+        headers = self._headers()
+        await self.vt.sleep(self.latency_s * self.rng.uniform(0.5, 1.5))
+        out = self.rng.randint(20, 60) if self.rng.random() > 0.01 else self.rng.randint(60, 300)
+        finish = "stop"
+        if out > request.max_tokens:
+            out, finish = request.max_tokens, "length"
+        self.real.append((self.vt.now, self.prompt + out))
+        return Completion(
+            request_id=request.id,
+            text="ok",
+            prompt_tokens=self.prompt,
+            completion_tokens=out,
+            finish_reason=finish,
+            headers=headers,
+        )
+
+
+@pytest.mark.parametrize(("latency_s", "workers"), [(0.05, 64), (1.0, 64), (3.0, 64), (0.3, 500)])
+async def test_fills_a_learned_tpm_budget_with_real_tokens_without_429s(
+    vt: VirtualTime, latency_s: float, workers: int
+) -> None:
+    """The issue's repro in virtual time: 20,000 TPM learned, max_tokens 512, completions of ~40 tokens.
+
+    Before: the budget filled with reservations (~40% of it real tokens) and, with a few seconds of latency,
+    refunds the server never gave made one request in five a 429.
+    """
+    server = TpmServer(vt, tpm=20_000, latency_s=latency_s)
+    ctl = controller(vt, max_in_flight=workers)
+    provider = RateLimitedProvider(server, ctl)
+    seconds = 300
+    end = vt.now + seconds
+    cut_short: list[str] = []
+
+    async def worker() -> None:
+        while vt.now < end:
+            try:
+                done = await provider.complete(request(prompt_tokens=200, max_tokens=512))
+            except RateLimited:
+                await vt.sleep(0.5)
+            else:
+                if done.finish_reason == "length":
+                    cut_short.append(done.request_id)
+
+    await vt.run(asyncio.gather(*(worker() for _ in range(workers))))
+    capacity = 20_000 + 20_000 * seconds / 60  # a full bucket, then the refill
+    charged = sum(cost for t, cost in server.charged if t <= end)
+    real = sum(used for t, used in server.real if t <= end)
+    attempts = len(server.charged) + len(server.limited)
+    assert charged >= 0.97 * capacity  # the budget is used...
+    # ...by real tokens: ~90% once the cap is learned (the rest is its margin over the mean completion), less
+    # the first full bucket, spent on whole max_tokens before any completion was seen (before the fix: ~40%)
+    assert real >= 0.75 * capacity
+    assert len(server.limited) <= 0.01 * attempts
+    assert cut_short == []  # every completion cut by a lowered cap was sent again in full
+    assert provider.sizer is not None and provider.sizer.cut <= 3 * MAX_CUT * len(server.charged)
+
+
+def test_sizer_waits_for_samples_then_caps_with_slack() -> None:
+    sizer = TokenSizer()
+
+    def see(n: int, *, sent: int = 512, finish: str = "stop") -> bool:
+        return sizer.observe(
+            asked=512, sent=sent, completion_tokens=n, finish_reason=finish, counted=100, server_prompt=100
+        )
+
+    assert sizer.max_tokens(512) == 512
+    for n in range(MIN_SAMPLES - 1):
+        see(30 + n)
+    assert sizer.max_tokens(512) == 512  # not enough seen
+    see(50)
+    assert sizer.max_tokens(512) == max(50, 30 + MIN_SAMPLES - 2) + SLACK  # few samples: nothing may be cut
+    assert sizer.max_tokens(40) == 40  # never more than asked
+    cap = sizer.max_tokens(512)
+    assert see(cap, sent=cap, finish="length") is True  # cut by our cap: send again
+    assert see(512, finish="length") is False  # cut by the caller's own max_tokens: a real length
+    assert sizer.cut == 1
+
+
+def test_sizer_cuts_a_rare_tail_when_that_is_cheaper() -> None:
+    sizer = TokenSizer()
+    for i in range(1000):
+        n = 400 if i % 100 == 0 else 40  # 1% of completions are ten times longer
+        sizer.observe(asked=512, sent=512, completion_tokens=n, finish_reason="stop", counted=50, server_prompt=50)
+    # capping at 48 costs 1% of requests twice, and saves 350 tokens on the other 99%
+    assert sizer.max_tokens(512) == 40 + SLACK
+
+
+def test_sizer_learns_the_servers_prompt_count() -> None:
+    sizer = TokenSizer()
+    sizer.observe(asked=64, sent=64, completion_tokens=10, finish_reason="stop", counted=100, server_prompt=130)
+    sizer.observe(asked=64, sent=64, completion_tokens=10, finish_reason="stop", counted=100, server_prompt=90)
+    assert sizer.prompt(100) == 130  # the larger ratio: a reservation must not fall short of the server's
+    sizer.observe(asked=64, sent=64, completion_tokens=10, finish_reason="stop", counted=1, server_prompt=1000)
+    assert sizer.prompt(100) == 400  # bounded: a wild ratio is a bad count
+
+
+async def test_a_completion_cut_by_the_lowered_cap_is_sent_again_in_full(vt: VirtualTime) -> None:
+    ctl = controller(vt, tpm=1_000_000)
+    sent: list[int] = []
+
+    async def respond(req: Request) -> Completion:
+        sent.append(req.max_tokens)
+        n = 300 if req.id == "long" else 20
+        finish = "length" if n > req.max_tokens else "stop"
+        return Completion(
+            request_id=req.id, text="x", prompt_tokens=5, completion_tokens=min(n, req.max_tokens), finish_reason=finish
+        )
+
+    provider = RateLimitedProvider(ScriptedProvider([respond] * (MIN_SAMPLES + 2)), ctl, FixedCounter(5))
+    for _ in range(MIN_SAMPLES):
+        await provider.complete(request(max_tokens=512))
+    long = Request(id="long", messages=[{"role": "user", "content": "hi"}], max_tokens=512)
+    done = await provider.complete(long)
+    assert sent[-2:] == [20 + SLACK, 512]  # cut at the lowered cap, then sent again as asked
+    assert done.completion_tokens == 300 and done.finish_reason == "stop"
+    assert long.max_tokens == 512  # the caller's request is as it was
+    assert ctl.in_flight == 0
+
+
+async def test_no_right_sizing_without_a_token_budget_or_when_off(vt: VirtualTime) -> None:
+    sent: list[int] = []
+
+    async def respond(req: Request) -> Completion:
+        sent.append(req.max_tokens)
+        return Completion(request_id=req.id, text="x", prompt_tokens=5, completion_tokens=20, finish_reason="stop")
+
+    for ctl, right_size in ((controller(vt, rpm=6000), True), (controller(vt, tpm=10**6), False)):
+        provider = RateLimitedProvider(ScriptedProvider([respond] * 40), ctl, None, right_size=right_size)
+        for _ in range(40):
+            await provider.complete(request(prompt_tokens=5, max_tokens=512))
+    assert set(sent) == {512}
+
+
+async def test_server_counted_tokens_are_not_refunded(vt: VirtualTime) -> None:
+    ctl = controller(vt, tpm=60_000)
+    headers = {"x-ratelimit-remaining-tokens": "59000", "x-ratelimit-limit-tokens": "60000"}
+    ctl.release(await ctl.acquire(1000), used_tokens=100, headers=headers)
+    assert ctl.snapshot()["tpm_used"] == 1000  # what the server charged, not what was used
+    assert ctl._tpm is not None
+    assert ctl._tpm.refill() == pytest.approx(59_000 - max(1.0, HEADROOM * 60_000))  # and the server's level
+    ctl.release(await ctl.acquire(1000), used_tokens=100)  # no headers: our own budget, refunded
+    assert ctl.snapshot()["tpm_used"] == 1100
+
+
+async def test_a_waiting_reservation_is_asked_again_at_the_head_of_the_queue(vt: VirtualTime) -> None:
+    ctl = controller(vt, tpm=600)
+    hold = await ctl.acquire(600)
+    want = [500]
+    waiter = asyncio.ensure_future(ctl.acquire(lambda: want[0]))
+    await vt.advance(5)  # 50 refilled: not enough for 500
+    assert not waiter.done()
+    want[0] = 40  # the request got cheaper while it waited
+    ctl.nudge()
+    await vt.advance(0.1)
+    await vt.run(waiter)
+    assert waiter.result().tokens == 40 and vt.now < 1000 + 5 + 1
+    ctl.release(hold)
 
 
 def test_one_bucket_class_on_both_sides() -> None:
