@@ -47,8 +47,12 @@ def train(
     lr: float = DEFAULT_LR,
     max_length: int = DEFAULT_MAX_LENGTH,
     seed: int = 0,
+    class_weight: str | None = None,
 ) -> tuple[Any, Any, list[str]]:
-    """Fine-tune the packaged MiniLM on ``texts``; returns ``(torch model, hf tokenizer, label names)``."""
+    """Fine-tune the packaged MiniLM on ``texts``; returns ``(torch model, hf tokenizer, label names)``.
+
+    ``class_weight="balanced"`` weights the loss by inverse class frequency; by default every example counts once.
+    """
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
 
@@ -56,6 +60,8 @@ def train(
         raise DataError(f"need as many labels as texts, and some texts (got {len(texts)}, {len(labels)})")
     if epochs < 1 or batch_size < 1:
         raise ConfigError("epochs and batch_size must be >= 1")
+    if class_weight not in (None, "balanced"):
+        raise ConfigError(f"unknown class_weight {class_weight!r}", hint="use 'balanced' or None")
     names = sorted(set(labels))
     index = {name: i for i, name in enumerate(names)}
     torch.manual_seed(seed)
@@ -70,6 +76,9 @@ def train(
         local_files_only=True,
     )
     y = torch.tensor([index[label] for label in labels])
+    counts = torch.bincount(y, minlength=len(names)).clamp(min=1).float()
+    weight = len(labels) / (len(names) * counts) if class_weight == "balanced" else None
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
     steps = epochs * -(-len(texts) // batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     schedule = get_linear_schedule_with_warmup(optimizer, int(0.1 * steps), steps)  # type: ignore[no-untyped-call]
@@ -82,7 +91,7 @@ def train(
             batch = tokenizer(
                 [texts[i] for i in pos], truncation=True, max_length=max_length, padding=True, return_tensors="pt"
             )
-            loss = model(**batch, labels=y[pos]).loss
+            loss = loss_fn(model(**batch).logits, y[pos])
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -114,23 +123,40 @@ def finetune(
     lr: float = DEFAULT_LR,
     max_length: int = DEFAULT_MAX_LENGTH,
     seed: int = 0,
+    class_weight: str | None = None,
     out_dir: str | Path,
 ) -> Path:
     """Fine-tune on ``texts``/``labels`` and write the ONNX classifier to ``out_dir``."""
     model, tokenizer, names = train(
-        texts, labels, epochs=epochs, batch_size=batch_size, lr=lr, max_length=max_length, seed=seed
+        texts,
+        labels,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        max_length=max_length,
+        seed=seed,
+        class_weight=class_weight,
     )
-    meta = {"max_length": max_length, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed}
+    meta = {
+        "max_length": max_length,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "class_weight": class_weight or "none",
+    }
     return export(model, tokenizer, names, out_dir, **meta)
 
 
 class FinetunedClassifier:
     """A fine-tuned model exported by ``finetune``, run with onnxruntime."""
 
-    def __init__(self, session: Any, tokenizer: Any, labels: list[str]) -> None:
+    def __init__(self, session: Any, tokenizer: Any, labels: list[str], meta: dict[str, Any] | None = None) -> None:
         self.session = session
         self.tokenizer = tokenizer
         self.labels = labels
+        #: How it was trained (``finetune.json``): epochs, batch size, learning rate, max length, class weight.
+        self.meta = meta or {}
 
     @classmethod
     def load(cls, directory: str | Path, *, threads: int | None = None) -> FinetunedClassifier:
@@ -142,7 +168,7 @@ class FinetunedClassifier:
         meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
         labels = [str(x) for x in json.loads((d / "labels.json").read_text())]
         tokenizer = load_tokenizer(d, int(meta.get("max_length", DEFAULT_MAX_LENGTH)))
-        return cls(make_session(d / "model.onnx", threads), tokenizer, labels)
+        return cls(make_session(d / "model.onnx", threads), tokenizer, labels, meta)
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         probs = np.zeros((len(texts), len(self.labels)), dtype=np.float32)

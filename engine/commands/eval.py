@@ -7,7 +7,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed for the real-data sample and the head")
     parser.add_argument("--variant", choices=VARIANTS, default=DEFAULT_VARIANT, help=VARIANT_HELP)
     parser.add_argument("--head", choices=HEAD_KINDS, default="logreg", help="classifier head")
+    add_head_arguments(parser)
+    add_clean_prior_arguments(parser)
     parser.add_argument("--fields", help="comma-separated text fields (default: `text`, or detected pair fields)")
     parser.add_argument("--batch-size", type=int, default=64, help="encoder batch size")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
@@ -51,6 +53,82 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs (with --finetune)")
 
 
+def add_head_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--class-weight`` and ``--C``: shared by ``eval``, ``experiment``, ``run`` and ``clean``."""
+    parser.add_argument(
+        "--class-weight",
+        choices=("none", "balanced"),
+        default="none",
+        help="class weights of the head: none (best accuracy) or balanced (inverse class frequency: helps "
+        "macro-F1 on imbalanced training data, usually costs accuracy)",
+    )
+    parser.add_argument(
+        "--C",
+        type=float,
+        metavar="C",
+        help="inverse regularisation of the logistic head (default: chosen by stratified 5-fold "
+        "cross-validation on the training data only, recorded in report.json)",
+    )
+
+
+def add_clean_prior_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--clean`` and the label-prior options: shared by ``eval`` and ``experiment``."""
+    from evaluators.clean import CLEAN_RULE
+
+    parser.add_argument(
+        "--clean",
+        action="store_true",
+        help=f"before training, drop synthetic examples whose label the data disputes (out-of-fold, confident "
+        f"learning): {CLEAN_RULE}; real examples are never dropped",
+    )
+    prior = parser.add_mutually_exclusive_group()
+    prior.add_argument(
+        "--prior",
+        metavar="LABEL=SHARE,...",
+        help="the real label shares: correct the classifier's probabilities by (these shares / the training "
+        "shares); the corrected score is reported apart from the plain one",
+    )
+    prior.add_argument(
+        "--prior-from", metavar="FILE", help="like --prior, with the shares of a (small) labelled real sample"
+    )
+    parser.add_argument(
+        "--prior-em",
+        action="store_true",
+        help="also estimate the real label shares from the unlabelled test inputs (EM of Saerens et al., 2002) "
+        "and report the score corrected by them",
+    )
+
+
+def eval_config(args: argparse.Namespace, *, labels: Sequence[str] = (), clean: bool | None = None) -> Any:
+    """The ``EvalConfig`` the flags ask for; ``labels`` (the training labels) complete a --prior-from sample."""
+    from evaluators.evaluate import EvalConfig
+    from evaluators.prior import parse_prior
+
+    prior: dict[str, float] | None = None
+    source = "given"
+    if getattr(args, "prior", None):
+        prior = parse_prior(args.prior)
+    elif getattr(args, "prior_from", None):
+        from evaluators.data import texts_and_labels
+
+        sample = texts_and_labels(load_input(args.prior_from, "train"))[1]
+        if not sample:
+            raise DataError(f"{args.prior_from}: no labelled examples", hint="pass a file with a `label` column")
+        # one pseudo-count per label, so a label missing from a small sample is rare, not impossible
+        prior = {label: float(sample.count(label)) + 1.0 for label in sorted(set(sample) | set(labels))}
+        source = f"file {args.prior_from} ({len(sample)} examples, +1 per label)"
+    return EvalConfig(
+        head=getattr(args, "head", "logreg"),
+        class_weight=args.class_weight,
+        C=args.C,
+        seed=args.seed,
+        clean=bool(getattr(args, "clean", False)) if clean is None else clean,
+        prior=prior,
+        prior_source=source,
+        prior_em=bool(getattr(args, "prior_em", False)),
+    )
+
+
 def load_input(value: str, split: str) -> list[dict[str, Any]]:
     """Records of a file or run directory, or a task's real ``split`` (a built-in name or a task YAML file)."""
     from evaluators.data import load_input as load
@@ -59,6 +137,11 @@ def load_input(value: str, split: str) -> list[dict[str, Any]]:
 
 
 def _check(args: argparse.Namespace) -> None:
+    if args.finetune and (args.clean or args.prior or args.prior_from or args.prior_em or args.C is not None):
+        raise ConfigError(
+            "--clean, --C and the prior options work with a head on embeddings, not --finetune",
+            hint="drop --finetune, or those options",
+        )
     if not args.train and not args.real_train:
         raise ConfigError("nothing to train on", hint="pass --train FILE and/or --real-train FILE")
     if args.real_n is not None and not args.real_train:
@@ -78,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     from evaluators.classifier import Classifier
     from evaluators.data import stratified_sample, texts_and_labels
     from evaluators.encoder import Encoder
-    from evaluators.evaluate import train_and_score
+    from evaluators.evaluate import Labelled, evaluate_texts
 
     _check(args)
     fields = [f.strip() for f in args.fields.split(",") if f.strip()] if args.fields else None
@@ -98,27 +181,27 @@ def run(args: argparse.Namespace) -> int:
         texts, labels = texts_and_labels(load_input(path, "train"), fields)
         train_texts += texts
         train_labels += labels
-    n_synthetic = len(train_texts)
-    n_real = 0
+    real = Labelled(texts=[], labels=[])
     if args.real_train:
         real_texts, real_labels = texts_and_labels(load_input(args.real_train, "train"), fields)
         n = len(real_labels) if args.real_n is None else args.real_n
         if n > len(real_labels):
             console.print(f"[yellow]--real-n {n}: only {len(real_labels)} real examples, using all[/yellow]")
         chosen = stratified_sample(real_labels, n, args.seed)
-        train_texts += [real_texts[i] for i in chosen]
-        train_labels += [real_labels[i] for i in chosen]
-        n_real = len(chosen)
+        real = Labelled(texts=[real_texts[i] for i in chosen], labels=[real_labels[i] for i in chosen])
     test_texts, test_labels = texts_and_labels(load_input(args.test, "test"), fields)
-    if not train_texts:
+    if not train_texts and not real.texts:
         raise DataError("the training data is empty", hint="check --train / --real-train")
     if not test_texts:
         raise DataError(f"{args.test}: the test data is empty")
+    config = eval_config(args, labels=train_labels + real.labels)
     t = lap("load_data", t)
     inputs = {"train": args.train, "real_train": args.real_train, "real_n": args.real_n, "test": args.test}
     if args.finetune:
-        report = _finetune_and_score(args, train_texts, train_labels, test_texts, test_labels, lap, t)
-        report.update({"n_train_synthetic": n_synthetic, "n_train_real": n_real, "inputs": inputs})
+        report = _finetune_and_score(
+            args, train_texts + real.texts, train_labels + real.labels, test_texts, test_labels, lap, t
+        )
+        report.update({"n_train_synthetic": len(train_texts), "n_train_real": len(real.texts), "inputs": inputs})
         return _write_report(args.out, report, timings, started)
 
     encoder = Encoder.load(args.variant, cache=not args.no_cache)
@@ -131,23 +214,29 @@ def run(args: argparse.Namespace) -> int:
         console=console,
         transient=True,
     ) as bar:
-        task_id = bar.add_task("embedding train", total=len(train_texts))
-        X_train = encoder.embed(
-            train_texts, args.batch_size, lambda done, total: bar.update(task_id, completed=done, total=total)
-        )
-        t = lap("embed_train", t)
-        task_id = bar.add_task("embedding test", total=len(test_texts))
-        X_test = encoder.embed(
-            test_texts, args.batch_size, lambda done, total: bar.update(task_id, completed=done, total=total)
-        )
-        t = lap("embed_test", t)
 
-    report, head = train_and_score(X_train, train_labels, X_test, test_labels, head_kind=args.head, seed=args.seed)
-    t = lap("train_and_score", t)
+        def embedder(what: str) -> Callable[[Sequence[str]], Any]:
+            def embed(texts: Sequence[str]) -> Any:
+                task_id = bar.add_task(f"embedding {what}", total=len(texts))
+                return encoder.embed(
+                    list(texts), args.batch_size, lambda done, total: bar.update(task_id, completed=done, total=total)
+                )
+
+            return embed
+
+        report, head = evaluate_texts(
+            embedder("train"),
+            Labelled(texts=train_texts, labels=train_labels),
+            Labelled(texts=test_texts, labels=test_labels),
+            config,
+            real=real if real.texts else None,
+            embed_test=embedder("test"),
+        )
+    t = lap("embed_train_and_score", t)
     report.update(
         {
-            "n_train_synthetic": n_synthetic,
-            "n_train_real": n_real,
+            "n_train_synthetic": report["n_train"] - len(real.texts),
+            "n_train_real": len(real.texts),
             "variant": args.variant,
             "inputs": inputs,
             "encoder": encoder.directory.name,
@@ -175,29 +264,28 @@ def _finetune_and_score(
     """Fine-tune on the training texts, save to OUT/model/ and score the ONNX model on the test texts."""
     from collections import Counter
 
+    from evaluators.evaluate import score_predictions
     from evaluators.finetune import FinetunedClassifier, finetune
-    from evaluators.metrics import classification_report
 
-    model_dir = finetune(train_texts, train_labels, epochs=args.epochs, seed=args.seed, out_dir=args.out / "model")
+    model_dir = finetune(
+        train_texts,
+        train_labels,
+        epochs=args.epochs,
+        seed=args.seed,
+        class_weight=None if args.class_weight == "none" else args.class_weight,
+        out_dir=args.out / "model",
+    )
     t = lap("finetune", t)
     classifier = FinetunedClassifier.load(model_dir)
     predictions = classifier.predict(test_texts)
     t = lap("score", t)
-    seen = set(classifier.labels)
-    metrics = classification_report(test_labels, predictions, classifier.labels)
-    seen_idx = [i for i, label in enumerate(test_labels) if label in seen]
     return {
-        **{k: metrics[k] for k in ("accuracy", "macro_f1", "per_class", "confusion")},
-        "accuracy_seen_labels": sum(predictions[i] == test_labels[i] for i in seen_idx) / len(seen_idx)
-        if seen_idx
-        else 0.0,
-        "unseen_test_labels": dict(sorted(Counter(x for x in test_labels if x not in seen).items())),
-        "train_labels": classifier.labels,
-        "n_test": len(test_labels),
+        **score_predictions(predictions, test_labels, classifier.labels),
         "n_train": len(train_labels),
         "train_label_counts": dict(sorted(Counter(train_labels).items())),
         "seed": args.seed,
         "head": "finetune",
+        "head_choices": {"kind": "finetune", **classifier.meta},
         "variant": "finetuned",
         "finetuned": True,
         "epochs": args.epochs,
@@ -233,7 +321,42 @@ def _print_report(console: Any, report: dict[str, Any], out: Path) -> None:
         f"test {report['n_test']}, variant {report['variant']}, head {report['head']}, seed {report['seed']}, "
         f"{report['timings_s']['total']:.1f}s"
     )
+    for line in summary_lines(report):
+        console.print(line)
     if report["unseen_test_labels"]:
         names = ", ".join(f"{k} ({v})" for k, v in report["unseen_test_labels"].items())
         console.print(f"[yellow]test labels never seen in training, always wrong: {names}[/yellow]")
     console.print(f"report: {out / 'report.json'}")
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """The majority baseline, the head's choices, cleaning and prior-corrected scores of a report, one per line."""
+    lines = []
+    base = report.get("majority_baseline")
+    if base:
+        lines.append(
+            f"majority-class baseline (always {base['label']}): accuracy {base['accuracy']:.4f}, "
+            f"macro-F1 {base['macro_f1']:.4f}"
+        )
+    choices = report.get("head_choices") or {}
+    if "C" in choices:
+        how = f"{choices['cv']['folds']}-fold CV on the training data" if choices.get("C_chosen_by") == "cv" else None
+        lines.append(
+            f"head: C={choices['C']:g} ({how or choices.get('C_chosen_by')}), class weight {choices['class_weight']}"
+        )
+    elif choices.get("early_stopping"):
+        stop = choices["early_stopping"]
+        lines.append(f"head: MLP, early stopping at epoch {stop['best_epoch']} on {stop['holdout']} held-out examples")
+    cleaning = report.get("cleaning")
+    if cleaning:
+        before, after = cleaning["label_fidelity_before"], cleaning["label_fidelity_after"]
+        fid = f"{before:.3f} -> {after:.3f}" if before is not None and after is not None else "not measured"
+        lines.append(
+            f"cleaning: kept {cleaning['kept']} of {cleaning['n']} synthetic examples (label fidelity estimate {fid})"
+        )
+    for name, corrected in (report.get("prior_corrected") or {}).items():
+        lines.append(
+            f"prior-corrected ({name}: {corrected['source']}): accuracy {corrected['accuracy']:.4f}, "
+            f"macro-F1 {corrected['macro_f1']:.4f}"
+        )
+    return lines

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import aio
+from .eval import add_head_arguments, eval_config
 from .generate import STRATEGIES, add_provider_arguments
 
 NAME = "run"
@@ -45,6 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="no live panel: a status line on stderr every few seconds; the final tables still print on stdout",
     )
+    add_head_arguments(p)
     add_provider_arguments(p)
 
 
@@ -74,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     final = aio.run(run_with_provider(args, run_cfg, limit, RetryPolicy(), options))
     print_final(final, sys.stdout)
     print("[2/2] training the ONNX classifier and scoring it on real test data", file=sys.stderr)
-    report = evaluate_run(args.out, args.task, data_file=args.data, seed=args.seed)
+    report = evaluate_run(args.out, args.task, data_file=args.data, config=eval_config(args, clean=False))
     report["generation"] = {
         k: final.get(k) for k in ("requests", "accepted", "rejected", "failed", "retries", "elapsed_s", "phase")
     }
@@ -83,11 +85,11 @@ def run(args: argparse.Namespace) -> int:
     return 0 if final.get("phase") == "done" else 1
 
 
-def evaluate_run(out: Path, task_name: str, *, data_file: Path | None, seed: int) -> dict[str, Any]:
-    """Score the run's synthetic data and two real baselines on the task's real test split."""
+def evaluate_run(out: Path, task_name: str, *, data_file: Path | None, config: Any) -> dict[str, Any]:
+    """Score the run's synthetic data and two real baselines on the task's real test split (one ``EvalConfig``)."""
     from evaluators.data import stratified_sample
     from evaluators.encoder import DEFAULT_VARIANT, Encoder
-    from evaluators.evaluate import train_and_score
+    from evaluators.evaluate import evaluate
 
     from ..errors import DataError
     from ..store import read_jsonl
@@ -110,10 +112,10 @@ def evaluate_run(out: Path, task_name: str, *, data_file: Path | None, seed: int
     finally:
         encoder.close()
     test_labels = [ex.label for ex in test]
-    report, _ = train_and_score(X_syn, syn_labels, X_test, test_labels, seed=seed)
-    same = stratified_sample(real_labels, len(syn_labels), seed)
-    same_report, _ = train_and_score(X_real[same], [real_labels[i] for i in same], X_test, test_labels, seed=seed)
-    full_report, _ = train_and_score(X_real, real_labels, X_test, test_labels, seed=seed)
+    report, _ = evaluate(X_syn, syn_labels, X_test, test_labels, config)
+    same = stratified_sample(real_labels, len(syn_labels), config.seed)
+    same_report, _ = evaluate(X_real[same], [real_labels[i] for i in same], X_test, test_labels, config)
+    full_report, _ = evaluate(X_real, real_labels, X_test, test_labels, config)
     report.update(
         {
             "task": task.name,
@@ -129,12 +131,14 @@ def evaluate_run(out: Path, task_name: str, *, data_file: Path | None, seed: int
 
 
 def _brief(report: dict[str, Any]) -> dict[str, Any]:
-    return {k: report[k] for k in ("accuracy", "macro_f1", "n_train", "per_class")}
+    return {k: report[k] for k in ("accuracy", "macro_f1", "n_train", "per_class", "head_choices")}
 
 
 def _print_report(report: dict[str, Any], out: Path) -> None:
     from rich.console import Console
     from rich.table import Table
+
+    from .eval import summary_lines
 
     table = Table(title=f"{report['task']}: scored on {report['n_test']} real test examples", title_justify="left")
     for column in ("trained on", "examples", "accuracy", "macro-F1"):
@@ -146,8 +150,12 @@ def _print_report(report: dict[str, Any], out: Path) -> None:
     ]
     for name, r in rows:
         table.add_row(name, str(r["n_train"]), f"{r['accuracy']:.4f}", f"{r['macro_f1']:.4f}")
+    base = report["majority_baseline"]
+    table.add_row(f"none: always {base['label']} (majority)", "0", f"{base['accuracy']:.4f}", f"{base['macro_f1']:.4f}")
     console = Console(highlight=False)
     console.print(table)
+    for line in summary_lines(report)[1:]:
+        console.print(line)
     console.print(f"report: {out / 'report.json'}   data: {out / 'data.jsonl'}")
     if os.environ.get("CORPUSFORGE_DEBUG"):
         console.print_json(json.dumps(report))

@@ -33,8 +33,9 @@ def test_binary_head_has_two_columns_matching_sklearn():
     from sklearn.linear_model import LogisticRegression
 
     X, y = _blobs(30, ["neg", "pos"])
-    head = train_head(X, y, class_weight=None)
+    head = train_head(X, y, class_weight=None, C=10.0)
     assert head.weights.shape == (8, 2)
+    assert head.choices == {"kind": "logreg", "class_weight": "none", "C": 10.0, "C_chosen_by": "given"}
     ref = LogisticRegression(C=10.0, max_iter=2000).fit(X, y)
     assert np.allclose(head.predict_proba(X), ref.predict_proba(X), atol=1e-4)
 
