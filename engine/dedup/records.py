@@ -9,14 +9,26 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, DataError
 
-__all__ = ["FORMATS", "Records", "format_of", "read_records", "write_records"]
+__all__ = [
+    "FORMATS",
+    "Part",
+    "Records",
+    "expand_inputs",
+    "format_of",
+    "inspect_parts",
+    "iter_rows",
+    "pick_fields",
+    "read_records",
+    "text_of",
+    "write_records",
+]
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 
@@ -123,3 +135,170 @@ def write_records(records: Records, keep: Sequence[int], path: Path) -> None:
             except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
                 raise DataError(f"records do not fit one Parquet schema: {exc}", hint="write .jsonl instead") from exc
         pq.write_table(table, path)
+
+
+# -- many parts (the distributed pass) --------------------------------------------------------------
+
+
+def expand_inputs(inputs: Sequence[str]) -> list[Path]:
+    """Files named by ``inputs`` (files, folders of parts, or globs), each once, sorted within an argument.
+
+    The order of the result is the input order: the first argument's files
+    first. Folders contribute their ``.jsonl``/``.csv``/``.parquet`` files.
+    """
+    import glob
+
+    found: dict[Path, None] = {}
+    for arg in inputs:
+        path = Path(arg)
+        if any(ch in arg for ch in "*?["):
+            matches = [Path(m) for m in sorted(glob.glob(arg, recursive=True))]
+            files = [m for m in matches if m.is_file() and m.suffix.lower() in FORMATS]
+            if not files:
+                raise DataError(f"no .jsonl, .csv or .parquet file matches {arg}", hint="check the pattern")
+        elif path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FORMATS)
+            if not files:
+                raise DataError(f"folder {path} holds no .jsonl, .csv or .parquet file", hint="check the path")
+        elif path.is_file():
+            format_of(path)
+            files = [path]
+        else:
+            raise DataError(f"input {path} does not exist", hint="check the path")
+        for f in files:
+            found.setdefault(f.resolve(), None)
+    return list(found)
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One input file of a multi-part input: its format and columns, read from the header or first record."""
+
+    path: Path
+    fmt: str
+    columns: tuple[str, ...]
+
+
+def _part(path: Path) -> Part:
+    fmt = format_of(path)
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            meta = pq.ParquetFile(path)
+            if meta.metadata.num_rows == 0:
+                raise DataError(f"input part {path} holds no records", hint="remove the empty part")
+            return Part(path, fmt, tuple(meta.schema_arrow.names))
+        with path.open(encoding="utf-8", newline="") as fh:
+            if fmt == "csv":
+                reader = csv.reader(fh)
+                header = next(reader, None)
+                if header is None or next(reader, None) is None:
+                    raise DataError(f"input part {path} holds no records", hint="remove the empty part")
+                return Part(path, fmt, tuple(header))
+            for number, line in enumerate(fh, start=1):
+                if line.strip():
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise DataError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+                    if not isinstance(row, dict):
+                        raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+                    return Part(path, fmt, tuple(row))
+        raise DataError(f"input part {path} holds no records", hint="remove the empty part")
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from exc
+    except Exception as exc:
+        if type(exc).__module__.startswith("pyarrow"):
+            raise DataError(f"cannot read {path} as Parquet: {exc}") from exc
+        raise
+
+
+def inspect_parts(paths: Sequence[Path]) -> list[Part]:
+    """Check that the parts share one format and one set of columns (read cheaply, before any work)."""
+    parts = [_part(p) for p in paths]
+    first = parts[0]
+    for part in parts[1:]:
+        if part.fmt != first.fmt:
+            raise DataError(
+                f"mixed formats: {first.path} is {first.fmt}, {part.path} is {part.fmt}",
+                hint="convert the parts to one format",
+            )
+        if set(part.columns) != set(first.columns):
+            extra = sorted(set(part.columns) ^ set(first.columns))
+            raise DataError(
+                f"mixed schemas: {part.path} and {first.path} differ in column(s) {', '.join(extra)}",
+                hint="give parts with the same columns",
+            )
+    return parts
+
+
+def pick_fields(
+    columns: Sequence[str], wanted: Sequence[str] | None, where: object, sample: Records | None
+) -> list[str]:
+    """The text fields to compare: ``wanted``, else ``text``, else every string column but id and label."""
+    if wanted:
+        missing = [f for f in wanted if f not in columns]
+        if missing:
+            raise ConfigError(
+                f"field {missing[0]!r} not found in {where}", hint=f"columns are: {', '.join(columns) or '(none)'}"
+            )
+        return list(wanted)
+    if "text" in columns:
+        return ["text"]
+    strings = sample.string_columns() if sample is not None else []
+    fields = [c for c in strings if c not in ("id", "label")]
+    if not fields:
+        raise ConfigError(f"no text column found in {where}", hint="name the text column(s) with --field")
+    return fields
+
+
+def text_of(row: dict[str, Any], fields: Sequence[str]) -> str | None:
+    """The compared text of a row: its fields joined by newlines, or None when it has none of them."""
+    values = [row.get(f) for f in fields]
+    if all(v is None for v in values):
+        return None
+    present = ["" if v is None else str(v) for v in values]
+    return present[0] if len(present) == 1 else "\n".join(present)
+
+
+def iter_rows(path: Path, chunk: int = 8192) -> Iterator[tuple[list[dict[str, Any]], list[str] | None]]:
+    """The rows of one part, ``chunk`` at a time, with the raw lines of a JSONL part (blank lines skipped)."""
+    fmt = format_of(path)
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk):
+            yield batch.to_pylist(), None
+        return
+    with path.open(encoding="utf-8", newline="") as fh:
+        if fmt == "csv":
+            reader = csv.DictReader(fh)
+            rows: list[dict[str, Any]] = []
+            for row in reader:
+                rows.append(row)
+                if len(rows) == chunk:
+                    yield rows, None
+                    rows = []
+            if rows:
+                yield rows, None
+            return
+        rows, lines = [], []
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(
+                    f"{path}:{number}: not valid JSON ({exc.msg})", hint="one JSON object per line"
+                ) from exc
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+            rows.append(row)
+            lines.append(line.rstrip("\r\n"))
+            if len(rows) == chunk:
+                yield rows, lines
+                rows, lines = [], []
+        if rows:
+            yield rows, lines
