@@ -220,3 +220,84 @@ def test_task_hash_is_cached_and_follows_equality():
     assert a == b and hash(a) == hash(b) == hash(a)
     other = dataclasses.replace(a, min_chars=a.min_chars + 1)
     assert other != a and hash(other) != hash(a)
+
+
+def _cli_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    """Run the real CLI; it must fail with one `corpusforge: error:` line and no traceback."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("corpusforge: error: "), err
+    return lines[0]
+
+
+def test_cli_duplicate_label_key_names_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """Was: "labels must map at least two labels" (YAML kept the last `pos`, leaving one label)."""
+    path = tmp_path / "dup.yaml"
+    path.write_text("name: dup\ndescription: d\nlabels:\n  pos: good\n  pos: again\n")
+    line = _cli_error(capsys, ["data", "export", str(path), "--out", str(tmp_path / "x.jsonl")])
+    assert f"{path}:5:3: duplicate key 'pos'" in line and "at least two" not in line
+    listed = tmp_path / "listed.yaml"
+    listed.write_text("name: dup\nlabels: [pos, neg, pos]\n")
+    assert "labels lists 'pos' twice" in _cli_error(capsys, ["data", "export", str(listed), "--out", "-"])
+
+
+def test_cli_invalid_yaml_has_line_and_column(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """Was: "not valid YAML: while parsing a flow sequence" with no position."""
+    path = tmp_path / "invalid.yaml"
+    path.write_text("name: bad\ndescription: d\nlabels:\n  pos: good\n  neg: [bad\n")
+    line = _cli_error(capsys, ["data", "export", str(path), "--out", str(tmp_path / "x.jsonl")])
+    assert f"{path}:6:1: not valid YAML: expected ',' or ']'" in line
+
+
+def test_cli_binary_csv_as_data_is_one_short_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """Was: a TypeError traceback from sorting the garbage column names."""
+    import random
+
+    rng = random.Random(1)
+    path = tmp_path / "binary.csv"
+    path.write_bytes(bytes(rng.randrange(256) for _ in range(3000)))
+    line = _cli_error(capsys, ["data", "export", "tweet-sentiment", "--data", str(path), "--out", "-"])
+    assert line.startswith(f"corpusforge: error: {path}:1: ") and len(line) < len(str(path)) + 200
+
+
+def test_cli_numeric_text_in_data_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "numeric.parquet"
+    pq.write_table(pa.table({"text": [float(i) for i in range(20)], "label": [0, 1] * 10}), path)
+    line = _cli_error(capsys, ["data", "export", "sst2", "--data", str(path), "--out", "-"])
+    assert f"{path}: row 1 has a float in text field 'text' (0.0), not a string" in line
+
+
+def _tweets_with_bad_line_151(path: Path) -> Path:
+    rows = [
+        json.dumps({"text": f"tweet {i} is here", "label": ["positive", "negative", "neutral"][i % 3]})
+        for i in range(300)
+    ]
+    rows[150] = '{"text": broken'
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_cli_malformed_data_line_reports_its_real_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """Was: "Expecting value: line 1 column 10 (char 9)" for line 151 (json.loads of the line alone)."""
+    bad = _tweets_with_bad_line_151(tmp_path / "bad.jsonl")
+    line = _cli_error(capsys, ["data", "export", "tweet-sentiment", "--data", str(bad), "--out", "-"])
+    assert f"{bad}:151: not valid JSON (Expecting value at column 10)" in line and "line 1 column" not in line
+
+
+def test_cli_generate_with_malformed_data_line_against_the_simulator(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    from engine.sim import SimConfig, sim_process
+
+    bad = _tweets_with_bad_line_151(tmp_path / "bad.jsonl")
+    with sim_process(SimConfig()) as url:
+        argv = ["generate", "tweet-sentiment", "--strategy", "few-shot", "--data", str(bad), "--n", "3"]
+        line = _cli_error(
+            capsys, [*argv, "--out", str(tmp_path / "run"), "--base-url", url, "--model", "sim", "--no-progress"]
+        )
+    assert f"{bad}:151: not valid JSON" in line and "fix or delete line 151" in line
