@@ -50,27 +50,22 @@ class RateLimitedProvider(Wrapper):
         return prompt + (request.max_tokens if max_tokens is None else max_tokens)
 
     async def complete(self, request: Request) -> Completion:
-        sizer, asked = self.sizer, request.max_tokens
-        if sizer is None:
-            return await self._send(request, asked)
-        completion, sent = await self._send_sized(request, sizer)
-        if self._cut(sizer, request, asked, sent, completion):
-            completion = await self._send(request, asked)
-            self._cut(sizer, request, asked, asked, completion)
-        return completion
-
-    async def _send_sized(self, request: Request, sizer: TokenSizer) -> tuple[Completion, int]:
-        """Send with the ``max_tokens`` the sizer proposes when the request reaches the head of the queue."""
-        asked, controller = request.max_tokens, self.controller
+        sizer, asked, controller = self.sizer, request.max_tokens, self.controller
         sent = asked
 
         def reservation() -> int:
+            # Asked again each time the request reaches the head of the queue: a limit learned (the prompt is
+            # then counted) or a cap lowered while it waited changes what it needs.
             nonlocal sent
-            sent = sizer.max_tokens(asked) if controller.tracks_tokens else asked
+            sent = sizer.max_tokens(asked) if sizer is not None and controller.tracks_tokens else asked
             return self.reserve(request, sent)
 
         ticket = await controller.acquire(reservation)
-        return await self._settle(request, ticket, sent), sent
+        completion = await self._settle(request, ticket, sent)
+        if sizer is not None and self._cut(sizer, request, asked, sent, completion):
+            completion = await self._send(request, asked)
+            self._cut(sizer, request, asked, asked, completion)
+        return completion
 
     def _cut(self, sizer: TokenSizer, request: Request, asked: int, sent: int, completion: Completion) -> bool:
         """Teach the sizer; True if the completion was cut by the lowered cap."""
