@@ -195,7 +195,7 @@ async def warm_up(base_url: str, model: str) -> None:
 
 
 async def bench(out: Path) -> dict[str, Any]:
-    from engine.providers.local import LocalServer, LocalServerConfig, default_threads
+    from engine.llamacpp import LocalServer, LocalServerConfig, default_threads
 
     # run_all stops us with SIGTERM: cancel, so the server is stopped by ``async with`` on the way out.
     task = asyncio.current_task()

@@ -76,7 +76,7 @@ async def sweep(cfg: BenchConfig) -> dict[str, Any]:
     """Start the local server, sweep, stop it (also on error, cancellation or SIGTERM); the command's report."""
     from engine.config import ProviderConfig
     from engine.endpoint_probe import run_sweep, sweep_report
-    from engine.providers.local import LocalServer, LocalServerConfig, default_threads
+    from engine.llamacpp import LocalServer, LocalServerConfig, default_threads
     from engine.providers.openai import OpenAIProvider, make_session
 
     task = asyncio.current_task()

@@ -52,7 +52,7 @@ async def provider_context(args: argparse.Namespace, factory: ProviderFactory, l
             raise ConfigError("no model given", hint="pass --model NAME (see GET /v1/models)")
         yield factory(args.base_url, args.model, "openai")
         return
-    from ..providers.local import LocalServer, LocalServerConfig
+    from ..llamacpp import LocalServer, LocalServerConfig
 
     log_dir.mkdir(parents=True, exist_ok=True)
     cfg = LocalServerConfig(log_path=log_dir / "llama-server.log")

@@ -144,7 +144,7 @@ async def _bench(args: argparse.Namespace, cfg: BenchConfig, local: bool) -> dic
         steps = await _sweep(pcfg, cfg)
         return sweep_report(pcfg, cfg, steps, started)
 
-    from ..providers.local import LocalServer, LocalServerConfig, default_threads
+    from ..llamacpp import LocalServer, LocalServerConfig, default_threads
 
     server_cfg = LocalServerConfig(
         parallel=args.parallel,

@@ -21,7 +21,7 @@ from engine.endpoint_probe import (
     synthetic_prompts,
 )
 from engine.errors import ConfigError
-from engine.providers.local import LocalServer, LocalServerConfig
+from engine.llamacpp import LocalServer, LocalServerConfig
 from engine.providers.openai import OpenAIProvider, make_session
 from engine.sim import SimConfig, running_sim
 

