@@ -205,7 +205,7 @@ def headline(data: dict[str, Any]) -> Headline:
         ),
         (
             f"{name} (default), BBC predictions agreeing with PyTorch",
-            f"{100 * agreement:.1f}%" if is_number(agreement) else "-",
+            f"{100 * agreement:.1f}%" if isinstance(agreement, int | float) else "-",
         ),
     ]
 
