@@ -18,43 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from .errors import EngineError
-from .providers.base import Provider, Wrapper
-from .stats import Stats
-from .types import Completion, Request
+from .providers.base import Provider
+from .types import Outcome, Request
 
-__all__ = ["Metered", "Outcome", "Scheduler"]
-
-
-@dataclass(slots=True)
-class Outcome:
-    """One planned request's end: a completion, or the error that ended its attempts."""
-
-    request: Request
-    completion: Completion | None = None
-    error: EngineError | None = None
-
-
-class Metered(Wrapper):
-    """Counts every HTTP attempt, the attempts in flight, and the tokens the provider reports."""
-
-    def __init__(self, inner: Provider, stats: Stats) -> None:
-        super().__init__(inner)
-        self.stats = stats
-        self.in_flight = 0
-
-    async def complete(self, request: Request) -> Completion:
-        self.stats.incr("requests")
-        self.in_flight += 1
-        try:
-            completion = await self.inner.complete(request)
-        finally:
-            self.in_flight -= 1
-        self.stats.incr("prompt_tokens", completion.prompt_tokens)
-        self.stats.incr("completion_tokens", completion.completion_tokens)
-        return completion
+__all__ = ["Fallback", "Scheduler"]
 
 
 #: Turns a request rejected with a fatal error into a request worth one more try (or None).

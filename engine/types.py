@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Completion", "Example", "Request"]
+if TYPE_CHECKING:
+    from .errors import EngineError
+
+__all__ = ["Completion", "Example", "Outcome", "Request"]
 
 
 @dataclass(slots=True)
@@ -32,6 +35,9 @@ class Request:
     prompt_tokens: int = 0
     #: ``messages`` is one list many requests share (a prompt that samples nothing); never mutate it.
     shared_messages: bool = False
+    #: HTTP attempts made for this request so far, and how many were answered 429 (counted by ``Metered``).
+    attempts: int = 0
+    rate_limited: int = 0
 
 
 @dataclass(slots=True)
@@ -99,3 +105,16 @@ class Example:
             model=str(d.get("model", "")),
             meta=dict(d.get("meta") or {}),
         )
+
+
+@dataclass(slots=True)
+class Outcome:
+    """One planned request's end: a completion, or the error that ended its attempts.
+
+    Every source of outcomes (the online scheduler, a provider batch job, a
+    cluster shard) produces these, and the stage chain consumes them.
+    """
+
+    request: Request
+    completion: Completion | None = None
+    error: EngineError | None = None

@@ -10,15 +10,15 @@ from collections.abc import Sequence
 
 from ..config import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE
 from ..errors import ConfigError
+from ..runstate import RunState
 from ..tasks import Task
 from ..types import Example
 from .base import Complete, FewShot, OneShot, Strategy, ZeroShot
 from .schema import example_schema, response_format, topics_response_format
-from .topic import TOPICS_FILE, TopicStrategy, parse_topics
+from .topic import TopicStrategy, parse_topics
 
 __all__ = [
     "STRATEGIES",
-    "TOPICS_FILE",
     "Complete",
     "FewShot",
     "OneShot",
@@ -54,8 +54,9 @@ def make_strategy(
     temperature: float = DEFAULT_TEMPERATURE,
     top_p: float | None = None,
     train_examples: Sequence[Example] | None = None,
+    state: RunState | None = None,
 ) -> Strategy:
-    """The strategy called ``name`` for ``task``; one/few-shot load the train split unless given ``train_examples``."""
+    """The strategy called ``name`` for ``task``; one/few-shot need ``train_examples`` (the real train split)."""
     key = name.strip().lower().replace("_", "-")
     key = _ALIASES.get(key, key)
     cls = STRATEGIES.get(key)
@@ -72,4 +73,5 @@ def make_strategy(
         temperature=temperature,
         top_p=top_p,
         train_examples=train_examples,
+        state=state,
     )

@@ -13,12 +13,12 @@ import json
 import random
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from ..config import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE
 from ..errors import ConfigError, DataError
-from ..tasks import Task, load_real
+from ..runstate import RunState
+from ..tasks import Task
 from ..types import Completion, Example, Request
 from . import prompts
 from .schema import response_format
@@ -53,6 +53,7 @@ class Strategy:
         temperature: float = DEFAULT_TEMPERATURE,
         top_p: float | None = None,
         train_examples: Sequence[Example] | None = None,
+        state: RunState | None = None,
     ) -> None:
         if per_request < 1:
             raise ConfigError(f"per_request must be at least 1, got {per_request}")
@@ -61,8 +62,9 @@ class Strategy:
         self.task = task
         self.shots = shots
         self.per_request = per_request
-        #: Settable: the scheduler turns it off when a provider rejects ``response_format``.
-        self.structured = structured
+        self._structured = structured
+        #: What the run has learned (the structured-output fallback, topics); shared with the run, read here.
+        self.state = state if state is not None else RunState()
         self.attributes = attributes
         self.seed = seed
         self.max_tokens = max_tokens
@@ -72,8 +74,17 @@ class Strategy:
 
     # -- the interface -------------------------------------------------------
 
-    async def prepare(self, complete: Complete, state_dir: Path) -> None:
-        """Work done once before generation (phase one of the topic approach); a no-op here."""
+    @property
+    def structured(self) -> bool:
+        """Whether requests carry a ``response_format``: asked for, and not refused by the provider this run."""
+        return self._structured and self.state.structured
+
+    @structured.setter
+    def structured(self, value: bool) -> None:
+        self._structured = value
+
+    async def prepare(self, complete: Complete) -> None:
+        """Work done once before generation, recorded in ``self.state`` (phase one of the topic approach)."""
         return None
 
     def build(self, *, request_id: str, label: str, seed: int) -> Request:
@@ -212,7 +223,10 @@ class FewShot(Strategy):
     def __init__(self, task: Task, **kw: Any) -> None:
         super().__init__(task, **kw)
         if self._train is None:
-            self._train = load_real(task, "train")
+            raise DataError(
+                f"{self.name} needs real train examples of task {task.name!r}",
+                hint="load them with engine.tasks.load_real(task, 'train') and pass train_examples",
+            )
         pool: dict[str, list[Example]] = defaultdict(list)
         for ex in self._train:
             pool[ex.label].append(ex)

@@ -1,19 +1,17 @@
 """The zero-shot topic approach: the model lists topics per label first; each request uses one sampled topic.
 
 Phase one (``prepare``) asks once per label, parses the list robustly and falls
-back to built-in generic sub-topics when the reply is unusable. The result is
-stored in ``state_dir/topics.json`` and reused when that file exists, so a
-resumed run conditions on the same topics.
+back to built-in generic sub-topics when the reply is unusable. The result goes
+into the run state (``state.topics``), which the store persists as
+``topics.json``; a resumed run reads it back and asks only for missing labels,
+so it conditions on the same topics.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import random
 import re
-from pathlib import Path
 from typing import Any
 
 from ..errors import BadRequest, ConfigError
@@ -23,9 +21,8 @@ from . import prompts
 from .base import Complete, Strategy
 from .schema import topics_response_format
 
-__all__ = ["MIN_TOPICS", "TOPICS_FILE", "TOPICS_MAX_TOKENS", "TopicStrategy", "parse_topics"]
+__all__ = ["MIN_TOPICS", "TOPICS_MAX_TOKENS", "TopicStrategy", "parse_topics"]
 
-TOPICS_FILE = "topics.json"
 TOPICS_MAX_TOKENS = 400
 #: Fewer usable topics than this and the label falls back to the generic sub-topics.
 MIN_TOPICS = 3
@@ -70,9 +67,9 @@ def parse_topics(text: str) -> list[str]:
 class TopicStrategy(Strategy):
     name = "topic"
 
-    def __init__(self, task: Any, **kw: Any) -> None:
-        super().__init__(task, **kw)
-        self.topics: dict[str, list[str]] | None = None
+    @property
+    def topics(self) -> dict[str, list[str]] | None:
+        return self.state.topics
 
     def topics_request(self, label: str) -> Request:
         t = self.task
@@ -102,39 +99,27 @@ class TopicStrategy(Strategy):
         except BadRequest:
             if request.response_format is None:
                 raise
-            request.response_format = None  # the provider rejects structured output: ask in plain text
-            completion = await complete(request)
+            # the provider rejects structured output: the whole run asks in plain text from now on
+            self.state.structured = False
+            completion = await complete(self.topics_request(label))
         return parse_topics(completion.text), completion.text
 
-    async def prepare(self, complete: Complete, state_dir: Path) -> None:
-        path = Path(state_dir) / TOPICS_FILE
-        stored: dict[str, Any] = {}
-        if path.is_file():
-            try:
-                stored = json.loads(path.read_text(encoding="utf-8"))
-            except ValueError:
-                stored = {}
-        topics: dict[str, list[str]] = {
-            lab: list(v) for lab, v in (stored.get("topics") or {}).items() if lab in self.task.labels and v
-        }
-        missing = [lab for lab in self.task.labels if lab not in topics]
+    async def prepare(self, complete: Complete) -> None:
+        state = self.state
+        known = {lab: v for lab, v in (state.topics or {}).items() if lab in self.task.labels and v}
+        missing = [lab for lab in self.task.labels if lab not in known]
         if missing:
             answers = await asyncio.gather(*(self._ask(complete, lab) for lab in missing))
-            raw = dict(stored.get("raw") or {})
-            fallback = set(stored.get("fallback") or [])
+            fallback = set(state.topics_fallback)
             for lab, (found, text) in zip(missing, answers, strict=True):
-                raw[lab] = text
+                state.topics_raw[lab] = text
                 if len(found) >= MIN_TOPICS:
-                    topics[lab] = found[: prompts.TOPICS_COUNT]
+                    known[lab] = found[: prompts.TOPICS_COUNT]
                 else:
-                    topics[lab] = list(prompts.GENERIC_SUBTOPICS)
+                    known[lab] = list(prompts.GENERIC_SUBTOPICS)
                     fallback.add(lab)
-            data = {"topics": topics, "fallback": sorted(fallback), "raw": raw}
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
-            os.replace(tmp, path)
-        self.topics = topics
+            state.topics_fallback = sorted(fallback)
+        state.topics = known
 
     def _context(self, rng: random.Random, label: str) -> tuple[list[str], dict[str, Any]]:
         if self.topics is None:

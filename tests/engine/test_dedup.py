@@ -20,7 +20,8 @@ from engine.dedup import (
     to_lean,
 )
 from engine.errors import ConfigError
-from engine.pipeline import aiter_list, run_pipeline
+from engine.pipeline import Work
+from engine.stages import DedupStage
 from engine.stats import Stats
 from engine.types import Example
 
@@ -229,10 +230,15 @@ def test_pair_examples_use_all_fields():
     assert [f.check(e) for e in (a, b, c)] == [None, None, "exact_duplicate"]
 
 
-async def test_filter_is_a_pipeline_stage():
-    f = DedupFilter()
-    out = await run_pipeline(aiter_list([ex(1, SHORT[0]), ex(2, SHORT[0]), ex(3, SHORT[1])]), [f])
-    assert [r.id for r in out] == ["1", "3"]
+def test_filter_is_the_dedup_stage_of_the_chain():
+    stats = Stats()
+    work = Work(outcomes=[])
+    for example in (ex(1, SHORT[0]), ex(2, SHORT[0]), ex(3, SHORT[1])):
+        work.add(example, example.text)
+    DedupStage(DedupFilter(stats=stats), stats=stats).process(work)
+    assert [r.id for r in work.examples] == ["1", "3"]
+    assert [(row["id"], reason) for row, reason in work.rejected] == [("2", "exact_duplicate")]
+    assert stats.get("rejected:exact_duplicate") == 1
 
 
 def test_index_candidates_equal_datasketch_lsh_query_across_levels():

@@ -130,12 +130,12 @@ async def test_kill_9_and_resume_five_times(tmp_path):
             "--no-reference-real",
             "--max-tokens",
             "64",
-            "--resume",
         )
         kills = 0
         while kills < 5:
+            resume = ["--resume"] if (out / "manifest.json").exists() else []
             proc = await asyncio.create_subprocess_exec(
-                *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, cwd=ROOT
+                *argv, *resume, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, cwd=ROOT
             )
             # wait until it is writing, then kill it at a random moment
             deadline = time.monotonic() + 60
@@ -151,7 +151,7 @@ async def test_kill_9_and_resume_five_times(tmp_path):
             await proc.wait()
             if len(rows(out / "data.jsonl")) >= n:
                 break
-        code, _, err = await _run(argv, limit_s=120)
+        code, _, err = await _run([*argv, "--resume"], limit_s=120)
         assert code == 0, err
         paid = sim.state.ok
     data = rows(out / "data.jsonl")

@@ -340,7 +340,7 @@ def test_real_topic_phase_outputs():
 def test_echo_key_fast_path_matches_the_regex():
     import re
 
-    from engine.parse import _echo_key
+    from engine.checks import echo_key as _echo_key
 
     non_word = re.compile(r"[\W_]+")
     rng = random.Random(0)

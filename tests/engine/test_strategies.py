@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from engine.errors import AuthError, BadRequest, ConfigError, DataError
-from engine.strategies import TOPICS_FILE, make_strategy, parse_topics, prompts
+from engine.runstate import RunState
+from engine.strategies import make_strategy, parse_topics, prompts
 from engine.tasks import load_real, load_task
 from engine.types import Completion, Example, Request
 
@@ -120,7 +121,7 @@ def test_pair_task_attributes_free_text_snapshot():
 
 
 def test_one_shot_uses_real_train_split_only():
-    strategy = make_strategy("one-shot", BBC)
+    strategy = make_strategy("one-shot", BBC, train_examples=load_real(BBC, "train"))
     train_ids = {e.id for e in load_real(BBC, "train")}
     test_texts = {e.text for e in load_real(BBC, "test")}
     for seed in range(30):
@@ -133,8 +134,8 @@ def test_one_shot_uses_real_train_split_only():
 
 
 def test_few_shot_without_real_data_is_a_data_error():
-    with pytest.raises(DataError):
-        make_strategy("few-shot", load_task("sst2"))
+    with pytest.raises(DataError, match="needs real train examples"):
+        make_strategy("few-shot", load_task("sst2"))  # a strategy never loads data itself
     with pytest.raises(DataError, match="no real train examples"):
         make_strategy("one-shot", TWEETS, train_examples=[e for e in _pool() if e.label != "neutral"])
 
@@ -196,7 +197,7 @@ class FakeLLM:
         return Completion(request_id=request.id, text=self.replies[str(request.label)])
 
 
-async def test_topic_prepare_parses_stores_and_reuses(tmp_path: Path):
+async def test_topic_prepare_records_topics_in_the_run_state_and_reuses_them():
     llm = FakeLLM(
         {
             "negative": '{"topics": ["delayed flights", "lost luggage", "rude staff", "broken phone"]}',
@@ -207,11 +208,12 @@ async def test_topic_prepare_parses_stores_and_reuses(tmp_path: Path):
     strategy = make_strategy("topic", TWEETS, seed=5)
     with pytest.raises(ConfigError, match="prepare"):
         strategy.build(request_id="r", label="negative", seed=1)
-    await strategy.prepare(llm, tmp_path)
+    await strategy.prepare(llm)
     assert len(llm.requests) == 3
     assert llm.requests[0].response_format is not None
     assert "negative" in llm.requests[0].messages[1]["content"]
-    stored = json.loads((tmp_path / TOPICS_FILE).read_text())
+    stored = strategy.state.topics_json()
+    assert stored is not None
     assert stored["topics"]["negative"] == ["delayed flights", "lost luggage", "rude staff", "broken phone"]
     assert stored["topics"]["neutral"] == ["Flight schedules", "New phone release", "Store opening hours"]
     assert stored["topics"]["positive"] == list(prompts.GENERIC_SUBTOPICS)
@@ -222,32 +224,36 @@ async def test_topic_prepare_parses_stores_and_reuses(tmp_path: Path):
     topics_seen = {strategy.build(request_id="r", label="negative", seed=s).meta["topic"] for s in range(30)}
     assert len(topics_seen) == 4
 
-    # Resume: a new strategy reuses topics.json and asks nothing.
-    resumed = make_strategy("topic", TWEETS, seed=5)
+    # Resume: a new strategy given the persisted state (what the store reads back) asks nothing.
+    persisted = RunState.from_json(json.loads(json.dumps(strategy.state.state_json())), json.loads(json.dumps(stored)))
+    resumed = make_strategy("topic", TWEETS, seed=5, state=persisted)
     silent = FakeLLM({})
-    await resumed.prepare(silent, tmp_path)
+    await resumed.prepare(silent)
     assert silent.requests == []
     assert resumed.build(request_id="r", label="negative", seed=1).messages == req.messages
 
 
-async def test_topic_prepare_falls_back_to_plain_text_when_structured_is_rejected(tmp_path: Path):
+async def test_topic_prepare_falls_back_to_plain_text_when_structured_is_rejected():
     llm = FakeLLM({lab: '["a", "b", "c", "topic one", "topic two", "topic three"]' for lab in BBC.labels}, True)
     strategy = make_strategy("topic", BBC, attributes=True)
-    await strategy.prepare(llm, tmp_path)
-    assert len(llm.requests) == 10 and llm.requests[-1].response_format is None
+    await strategy.prepare(llm)
+    # one structured request is refused; the run learns it once and asks every label in plain text
+    assert [r.response_format is None for r in llm.requests] == [False] + [True] * len(BBC.labels)
+    assert strategy.state.structured is False and not strategy.structured
     req = strategy.build(request_id="r", label="tech", seed=2)
     # Short junk ("a") is dropped; the topic is also the attributes' sub-topic.
     assert req.meta["topic"] in ("topic one", "topic two", "topic three")
     assert req.meta["attributes"]["subtopic"] == req.meta["topic"]
 
 
-async def test_topic_prepare_propagates_fatal_errors(tmp_path: Path):
+async def test_topic_prepare_propagates_fatal_errors():
     async def denied(request: Request) -> Completion:
         raise AuthError("bad key", status=401)
 
+    strategy = make_strategy("topic", TWEETS)
     with pytest.raises(AuthError):
-        await make_strategy("topic", TWEETS).prepare(denied, tmp_path)
-    assert not (tmp_path / TOPICS_FILE).exists()
+        await strategy.prepare(denied)
+    assert strategy.state.topics is None
 
 
 @pytest.mark.parametrize(
