@@ -31,7 +31,7 @@ from .encoder import (
     TOKENIZER_FILES,
     Encoder,
     load_tokenizer,
-    make_session,
+    ort_session,
     run_session,
     tokenize,
 )
@@ -100,7 +100,7 @@ class Classifier:
         self.config = config
         self.head = head
         self._source_dir = source_dir
-        self.session = make_session(model if isinstance(model, Path) else model.SerializeToString(), threads)
+        self.session = ort_session(model if isinstance(model, Path) else model.SerializeToString(), threads)
 
     @classmethod
     def from_head(cls, encoder: Encoder, head: Head, *, threads: int | None = None) -> Classifier:

@@ -27,7 +27,9 @@ import numpy as np
 
 from engine.errors import ConfigError, DataError
 
-from .encoder import _source_dir, load_tokenizer, make_session, optimum_export, run_session, tokenize
+from .batching import load_tokenizer, tokenize
+from .export import optimum_export, source_dir
+from .runtime import ort_session, run_session
 
 __all__ = ["FinetunedClassifier", "export", "finetune", "train"]
 
@@ -66,7 +68,7 @@ def train(
     index = {name: i for i, name in enumerate(names)}
     torch.manual_seed(seed)
     torch.set_num_threads(os.cpu_count() or 1)
-    src = _source_dir()
+    src = source_dir()
     tokenizer = AutoTokenizer.from_pretrained(str(src), local_files_only=True)  # type: ignore[no-untyped-call]
     model = AutoModelForSequenceClassification.from_pretrained(
         str(src),
@@ -168,7 +170,7 @@ class FinetunedClassifier:
         meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
         labels = [str(x) for x in json.loads((d / "labels.json").read_text())]
         tokenizer = load_tokenizer(d, int(meta.get("max_length", DEFAULT_MAX_LENGTH)))
-        return cls(make_session(d / "model.onnx", threads), tokenizer, labels, meta)
+        return cls(ort_session(d / "model.onnx", threads), tokenizer, labels, meta)
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         probs = np.zeros((len(texts), len(self.labels)), dtype=np.float32)

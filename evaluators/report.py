@@ -211,6 +211,13 @@ def experiment_markdown(results: Mapping[str, Any]) -> str:
         f"real examples mixed in {list(grid['real_mix'])}; seeds {list(grid['seeds'])}. "
         "Cells show accuracy (macro-F1), mean ± std over seeds, on the real test split.\n",
     ]
+    if results.get("eval"):
+        ev = results["eval"]
+        parts.append(
+            f"\nHead {ev['head']}, class weight {ev['class_weight'] or 'none'}, "
+            f"C {ev['C'] if ev['C'] is not None else 'chosen by cross-validation on each training set'}"
+            f"{', synthetic data cleaned first' if ev.get('clean') else ''}.\n"
+        )
     full = agg.get((REAL_FULL, 0, -1))
     for r in grid["real_mix"]:
         parts.append(f"\n## {'Synthetic only' if r == 0 else f'Synthetic + {r} real'}\n\n")
@@ -231,8 +238,30 @@ def experiment_markdown(results: Mapping[str, Any]) -> str:
                 f"full real train ({full['n_real']}): {_pm(full['accuracy'], full['accuracy_std'])} "
                 f"({fmt(full['macro_f1'])})"
             )
+        if (majority := results.get("majority_baseline")) is not None:
+            base.append(
+                f"always {majority['label']} (majority class): {fmt(majority['accuracy'])} ({fmt(majority['macro_f1'])})"
+            )
         if base:
             parts.append("\nBaselines: " + "; ".join(base) + ".\n")
+    for name, what in (("prior_known", "the given label prior"), ("prior_em", "the EM estimate of the test prior")):
+        corrected = {k: {**c, **c[name]} for k, c in results["cells"].items() if isinstance(c.get(name), dict)}
+        if not corrected:
+            continue
+        agg_c = aggregate(corrected)
+        parts.append(f"\n## Corrected by {what} (accuracy (macro-F1))\n\n")
+        rows = [
+            [f"{a} + {r} real" if r else a]
+            + [
+                f"{_pm(m['accuracy'], m['accuracy_std'])} ({fmt(m['macro_f1'])})"
+                if (m := agg_c.get((a, q, r)))
+                else "–"
+                for q in quantities
+            ]
+            for r in grid["real_mix"]
+            for a in grid["approaches"]
+        ]
+        parts.append(markdown_table(["approach", *map(str, quantities)], rows, align="l" + "r" * len(quantities)))
     quality = results.get("quality") or {}
     if quality:
         from .quality import summary_rows

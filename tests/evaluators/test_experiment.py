@@ -53,19 +53,6 @@ def fake_real(split: str) -> tuple[list[str], list[str]]:
     return [_text(y, i, f"real{split}") for i, y in enumerate(labels)], labels
 
 
-class Centroid:
-    def __init__(self, X: np.ndarray, labels: Sequence[str]) -> None:
-        self.labels = sorted(set(labels))
-        self.c = np.stack([X[[y == c for y in labels]].mean(axis=0) for c in self.labels])
-
-    def predict(self, X):
-        return np.array(self.labels)[np.argmax(X @ self.c.T, axis=1)]
-
-
-def centroid_train(X: np.ndarray, labels: Sequence[str], seed: int) -> Centroid:
-    return Centroid(np.asarray(X), list(labels))
-
-
 GRID: dict[str, Any] = {
     "task": "fake",
     "approaches": ["zero-shot", "few-shot"],
@@ -80,11 +67,21 @@ def _run(tmp_path: Path, gen: FakeGenerator, grid: dict[str, Any] = GRID, **kw: 
         ex.Grid.from_dict(grid),
         tmp_path / "out",
         generate=gen,
-        embed=hashing_embed,
+        embed=kw.pop("embed", hashing_embed),
         real_data=fake_real,
-        train=kw.pop("train", centroid_train),
         **kw,
     )
+
+
+class CountingEmbed:
+    """The hashing embedder, counting the texts it embeds (what a cell that trains must do)."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        self.texts.extend(texts)
+        return hashing_embed(texts)
 
 
 def test_grid_from_yaml_and_validation(tmp_path):
@@ -162,16 +159,15 @@ def test_end_to_end_then_resume(tmp_path):
         assert data[:8] == PNG_MAGIC and len(data) > 1000
     assert any("[20/20]" in m for m in messages)
 
-    # resume: nothing to do, nothing regenerated, no cell retrained
-    calls = []
+    # every cell records the head it trained: C chosen by cross-validation, no class weights
+    assert cell["head"]["kind"] == "logreg" and cell["head"]["class_weight"] == "none" and cell["head"]["C"] > 0
+    assert stored["majority_baseline"]["accuracy"] == 0.5 and "majority class" in md
 
-    def counting_train(X, labels, seed):
-        calls.append(len(labels))
-        return centroid_train(X, labels, seed)
-
+    # resume: nothing to do, nothing regenerated, nothing embedded (so no cell retrained)
     gen2 = FakeGenerator()
-    again = _run(tmp_path, gen2, train=counting_train)
-    assert gen2.jobs == [] and calls == []
+    embed = CountingEmbed()
+    again = _run(tmp_path, gen2, embed=embed)
+    assert gen2.jobs == [] and embed.texts == []
     assert again["cells"] == stored["cells"]
 
 
@@ -182,24 +178,20 @@ def test_resume_runs_only_new_cells(tmp_path):
     assert len(gen.jobs) == 4
 
     # a bigger quantity needs more data: generate again (the generate command resumes), then score only new cells
-    calls = []
-
-    def counting_train(X, labels, seed):
-        calls.append(len(labels))
-        return centroid_train(X, labels, seed)
-
     gen2 = FakeGenerator()
+    embed = CountingEmbed()
     grid = GRID | {"quantities": [4, 8], "real_mix": [0], "quality": False, "baselines": False}
-    results = _run(tmp_path, gen2, grid=grid, train=counting_train)
+    results = _run(tmp_path, gen2, grid=grid, embed=embed)
     assert len(results["cells"]) == 8
-    assert sorted(calls) == [8, 8, 8, 8]
+    # the test split once, then the 8 synthetic examples of each of the 4 new cells
+    assert len(embed.texts) == 20 + 4 * 8
     assert [j.n for j in gen2.jobs] == [8, 8, 8, 8]
 
 
 def test_resume_refuses_different_settings(tmp_path):
     _run(tmp_path, FakeGenerator(), grid=GRID | {"quantities": [4], "quality": False})
     with pytest.raises(ConfigError, match="different settings"):
-        _run(tmp_path, FakeGenerator(), grid=GRID | {"quantities": [4], "head": {"kind": "other"}})
+        _run(tmp_path, FakeGenerator(), grid=GRID | {"quantities": [4], "head": {"class_weight": "balanced"}})
 
 
 def test_short_generation_is_flagged(tmp_path):
@@ -214,39 +206,22 @@ def test_short_generation_is_flagged(tmp_path):
     assert cells["topic/syn4/real0/seed0"]["short"] is False
 
 
-def test_cached_embedder_persists(tmp_path):
-    seen = []
-
-    def embed(texts):
-        seen.extend(texts)
-        return hashing_embed(texts)
-
-    path = tmp_path / "emb.npz"
-    cached = ex.CachedEmbedder(embed, path)
-    a = cached(["x y", "z", "x y"])
-    assert seen == ["x y", "z"] and a.shape == (3, 256)
-    np.testing.assert_array_equal(a[0], a[2])
-    again = ex.CachedEmbedder(embed, path)
-    np.testing.assert_array_equal(again(["z", "x y"]), a[[1, 0]])
-    assert seen == ["x y", "z"]
+def test_cleaning_and_prior_options_reach_every_cell(tmp_path):
+    grid = GRID | {"approaches": ["few-shot"], "real_mix": [6], "seeds": [0], "quality": False, "baselines": False}
+    config = ex.eval_config_for(ex.Grid.from_dict(grid), clean=True, prior_em=True, class_weight="balanced")
+    results = _run(tmp_path, FakeGenerator(), grid=grid, config=config)
+    cell = results["cells"]["few-shot/syn8/real6/seed0"]
+    assert cell["head"]["class_weight"] == "balanced"
+    assert cell["cleaning"]["kept"] + cell["cleaning"]["dropped"] == 8
+    assert 0.0 <= cell["prior_em"]["accuracy"] <= 1.0
+    assert results["eval"]["clean"] is True
+    assert "## Corrected by the EM estimate" in (tmp_path / "out" / "results.md").read_text()
 
 
-def test_subprocess_generator_command(tmp_path):
-    with pytest.raises(ConfigError):
-        ex.subprocess_generator()
-    script = tmp_path / "fake_python"
-    log = tmp_path / "argv.txt"
-    script.write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
-    script.chmod(0o755)
-    gen = ex.subprocess_generator(local=True, extra_args=["--concurrency", "2"], python=str(script))
-    job = ex.GenerateJob(task="bbc-news", strategy="topic", n=30, seed=2, out=tmp_path / "run")
-    job.out.mkdir()
-    gen(job)
-    (job.out / "data.jsonl").write_text("")
-    gen(job)
-    first, second = log.read_text().splitlines()
-    assert (
-        first
-        == f"-m engine generate bbc-news --strategy topic --n 30 --out {job.out} --seed 2 --provider local --concurrency 2"
-    )
-    assert "--resume" in second.split() and "--resume" not in first.split()
+def test_grid_head_settings_become_the_eval_config():
+    grid = ex.Grid.from_dict({"task": "t", "quantities": [5], "head": {"class_weight": "balanced", "C": 2}})
+    config = ex.eval_config_for(grid)
+    assert (config.head, config.class_weight, config.C) == ("logreg", "balanced", 2.0)
+    assert ex.eval_config_for(grid, C=None).C is None
+    with pytest.raises(ConfigError, match="head keys"):
+        ex.Grid.from_dict({"task": "t", "quantities": [5], "head": {"colour": 1}})
