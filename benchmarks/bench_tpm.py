@@ -43,6 +43,8 @@ from engine.sim.server import RunningSim, SimState, running_sim
 from engine.tokens import TokenCounter
 from engine.types import Request
 
+from .record import write_results
+
 FULL = os.environ.get("BENCH_FULL") == "1"
 TPM_LIMIT = 20_000
 SECONDS = 300 if FULL else 120
@@ -51,7 +53,6 @@ STEADY_FROM = 0.5
 #: What the CLI asks for by default (``--max-tokens``).
 MAX_TOKENS = 512
 WORKERS = 64
-RESULTS = Path(__file__).parent / "results"
 PROMPT = [
     {
         "role": "user",
@@ -179,10 +180,14 @@ def main() -> dict[str, Any]:
             sized["steady"]["real_tokens_per_min"] / max(base["steady"]["real_tokens_per_min"], 1), 2
         ),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "tpm.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(table(results))
+    write_results("tpm", results)
+    print(render(results))
     return results
+
+
+def render(result: dict[str, Any]) -> str:
+    """This benchmark's section of ``SUMMARY.md`` (``run_all``) and its report on stdout."""
+    return table(result)
 
 
 def table(r: dict[str, Any]) -> str:
