@@ -22,10 +22,13 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 COMMANDS = (
     "run",
     "generate",
+    "batches",
+    "batch",
     "serve_sim",
     "dedup",
     "data",
     "eval",
+    "clean",
     "score",
     "inspect",
     "experiment",

@@ -225,8 +225,15 @@ class BatchClient:
     async def retrieve(self, batch_id: str) -> BatchInfo:
         return BatchInfo(await self._json("GET", f"/batches/{batch_id}"))
 
-    async def cancel(self, batch_id: str) -> BatchInfo:
-        return BatchInfo(await self._json("POST", f"/batches/{batch_id}/cancel"))
+    async def cancel(self, batch_id: str) -> BatchInfo | None:
+        """``POST /batches/{id}/cancel``; None when the batch can no longer be cancelled (it already ended)."""
+        try:
+            body = await self._call("POST", f"/batches/{batch_id}/cancel")
+        except EngineError as exc:
+            if exc.status in (400, 409):  # "cannot cancel a batch with status completed": not worth a retry
+                return None
+            raise
+        return BatchInfo(json.loads(body))
 
     async def list_batches(self, *, page: int = _LIST_PAGE) -> AsyncIterator[BatchInfo]:
         """Every batch the account has, newest first, page by page."""

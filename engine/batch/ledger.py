@@ -13,6 +13,8 @@
     downloaded its output and error files are on disk (fsynced, renamed into place)
     ingested   every outcome of NAME went through the run's chain (the run's journal has them)
     limit      the enqueued-token limit learned from the provider
+    exported   NAME was handed out for processing elsewhere (``corpusforge batch export``, e.g. for
+               ``vllm run-batch``): it is never uploaded; ``corpusforge batch import`` brings its results
 
 Replaying the events gives each input file's state; a torn last line (a kill
 mid-append) is ignored, which at worst repeats one idempotent step.
@@ -58,12 +60,15 @@ class LedgerFile:
     reason: str = ""
     downloaded: bool = False
     ingested: bool = False
+    exported: bool = False
 
     @property
     def phase(self) -> str:
-        """What to do next: upload, create, poll, download, ingest, or done."""
+        """What to do next: upload, create, poll, download, ingest, external (awaiting an import), or done."""
         if self.ingested:
             return "done"
+        if self.exported:
+            return "external"
         if self.downloaded:
             return "ingest"
         if self.status in FINAL:
@@ -157,7 +162,9 @@ class Ledger:
         elif event == "created":
             f.batch_id = str(row["batch_id"])
             f.creating_at = None
-            f.status = str(row.get("status") or "validating")
+            status = str(row.get("status") or "")
+            # a final status arrives with its file ids in "ended" (a batch adopted after a restart may be done)
+            f.status = status if status and status not in FINAL else "validating"
         elif event == "status":
             f.status = str(row["status"])
             f.counts = dict(row.get("counts") or {})
@@ -177,6 +184,8 @@ class Ledger:
             f.downloaded = True
         elif event == "ingested":
             f.ingested = True
+        elif event == "exported":
+            f.exported = True
 
     # -- convenience ----------------------------------------------------------------------------
 

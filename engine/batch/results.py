@@ -78,10 +78,14 @@ def read_outcomes(
     files: Iterable[Path | None],
     provider: OpenAIProvider,
     *,
-    missing: str = "missing from the batch's output and error files",
+    missing: str | None = "missing from the batch's output and error files",
     chunk: int = CHUNK,
 ) -> Iterator[list[Outcome]]:
-    """Outcomes for every request in ``pending`` (consumed from it), in chunks; unanswered ones as errors."""
+    """Outcomes for the requests in ``pending`` (popped from it), in chunks.
+
+    Requests no line answers are errors with the reason ``missing``; with ``missing=None`` they stay in
+    ``pending`` (an import may bring them later).
+    """
     batch: list[Outcome] = []
     for path in files:
         for row in _lines(path):
@@ -92,13 +96,13 @@ def read_outcomes(
             if len(batch) >= chunk:
                 yield batch
                 batch = []
-    for request in list(pending.values()):
-        batch.append(
-            Outcome(request, error=ProviderUnavailable(missing, provider=provider.name, request_id=request.id))
-        )
-        if len(batch) >= chunk:
-            yield batch
-            batch = []
-    pending.clear()
+    if missing is not None:
+        for request in list(pending.values()):
+            error = ProviderUnavailable(missing, provider=provider.name, request_id=request.id)
+            batch.append(Outcome(request, error=error))
+            if len(batch) >= chunk:
+                yield batch
+                batch = []
+        pending.clear()
     if batch:
         yield batch

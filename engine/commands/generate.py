@@ -92,6 +92,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="no live panel: a one-line status on stderr every few seconds instead (also the default when stdout "
         "is not a terminal); the final summary table still prints on stdout",
     )
+    add_batch_arguments(p)
+
+
+def add_batch_arguments(p: argparse.ArgumentParser) -> None:
+    # defaults as literals (engine.batch imports aiohttp; --help stays fast): 50,000 requests and 200 MB per file
+    # are OpenAI's limits, 5 s engine.batch.poll.DEFAULT_POLL_S
+    g = p.add_argument_group("batch mode (OpenAI Batch API: half the price, results within 24 h)")
+    g.add_argument("--batch", action="store_true", help="send the requests as batch jobs (/v1/files + /v1/batches)")
+    g.add_argument("--batch-max-requests", type=int, default=50_000, help="requests per input file")
+    g.add_argument("--batch-max-bytes", default="200MB", help="size of an input file (e.g. 200MB, 50MiB)")
+    g.add_argument(
+        "--batch-max-enqueued-tokens",
+        type=int,
+        help="the provider's enqueued prompt-token limit (default: learned when the provider refuses a batch)",
+    )
+    g.add_argument("--batch-discount", type=float, default=0.5, help="batch price as a share of --price-in/--price-out")
+    g.add_argument("--batch-poll-s", type=float, default=5.0, help="first wait between status polls")
+    g.add_argument("--batch-crash-before", default=None, help=argparse.SUPPRESS)  # resume tests: EVENT[:K]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,6 +120,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise ConfigError(f"--n must be at least 1, got {args.n}", hint="pass --n 1000")
+    if args.resume and not (args.out / "manifest.json").exists():
+        what = "does not exist" if not args.out.exists() else "holds no run (no manifest.json)"
+        raise ConfigError(f"nothing to resume: {args.out} {what}", hint="drop --resume to start a new run there")
     run_cfg = RunConfig(
         task=args.task,
         strategy=args.strategy,
@@ -138,6 +159,14 @@ def run(args: argparse.Namespace) -> int:
         reference_real=not args.no_reference_real,
     )
 
-    final = aio.run(run_with_provider(args, run_cfg, limit, retry, options))
+    if args.batch:
+        from .batch import run_generate_batch
+
+        final = aio.run(run_generate_batch(args, run_cfg, limit, retry, options))
+    else:
+        from .batch import refuse_online_resume_with_batches
+
+        refuse_online_resume_with_batches(args.out if args.resume else None)
+        final = aio.run(run_with_provider(args, run_cfg, limit, retry, options))
     print_final(final, sys.stdout)
     return 0 if final.get("phase") == "done" else 1

@@ -57,6 +57,8 @@ class BatchState:
     token_limit_failures: int = 0
     #: How many times each custom_id was executed (charged for): never more than once for a correct client.
     executed: Counter[str] = field(default_factory=Counter)
+    #: The custom_ids answered with a completion (status 200).
+    answered: set[str] = field(default_factory=set)
 
     def summary(self) -> dict[str, Any]:
         twice = [cid for cid, n in self.executed.items() if n > 1]
@@ -452,8 +454,12 @@ class BatchSim:
         return web.json_response(batch.public())
 
     async def stats(self, request: web.Request) -> web.Response:
-        self.state.http_calls += 1
-        return web.json_response(self.state.summary())
+        """``GET /sim/batch-stats``: what the client did; ``?ids=1`` adds every executed custom_id."""
+        summary = self.state.summary()
+        if request.query.get("ids"):
+            summary["executed_ids"] = sorted(self.state.executed)
+            summary["answered_ids"] = sorted(self.state.answered)
+        return web.json_response(summary)
 
     # -- the clock-driven state machine -----------------------------------------------------------
 
@@ -539,6 +545,7 @@ class BatchSim:
             }
             sim._count_ok((prompt_tokens, completion_tokens))
             response = {"status_code": 200, "request_id": req_id, "body": completion}
+            state.answered.add(cid)
             batch.output.append(_dumps({"id": line_id, "custom_id": cid, "response": response, "error": None}))
             batch.completed += 1
         batch.done = max(batch.done, target)

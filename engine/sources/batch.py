@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import re
 import signal
@@ -40,16 +41,26 @@ from ..providers.retrying import RetryingProvider
 from ..run import GenerateOptions, Run, manifest_for, open_run
 from ..stats import Stats
 from ..tokens import TokenCounter
-from ..types import Request
+from ..types import Outcome, Request
 from .online import ViewFactory, preflight
 
-__all__ = ["BATCH_DIR", "BatchOptions", "BatchSource", "batch_prices", "generate_batch", "pending_batches"]
+__all__ = [
+    "BATCH_DIR",
+    "BatchOptions",
+    "BatchSource",
+    "SimulatedCrash",
+    "batch_prices",
+    "generate_batch",
+    "pending_batches",
+]
 
 #: The batch files of a run live in ``OUT/batches/``.
 BATCH_DIR = "batches"
 #: Share of the enqueued-token limit this run fills (our token count is an estimate of the provider's).
 LIMIT_SAFETY = 0.9
 DEFAULT_DISCOUNT = 0.5
+#: Finished requests before a round is sized by the run's observed acceptance.
+ROUND_MIN_OBSERVED = 10
 _LIMIT_NUMBER = re.compile(r"limit(?:\s+of)?\W+([\d,.]+)\s*([KkMm]?)", re.IGNORECASE)
 _TOKEN_LIMIT = ("token_limit_exceeded", "enqueued token", "enqueued tokens")
 #: Final states of an input file in which none of its requests ran.
@@ -67,8 +78,10 @@ class BatchOptions:
     #: Batch price as a share of --price-in/--price-out.
     discount: float = DEFAULT_DISCOUNT
     poll: PollPolicy = PollPolicy()
-    #: Testing the resume contract: kill the process (SIGKILL) just before the K-th ledger event of a kind.
+    #: Testing the resume contract: kill the process (SIGKILL) just before the K-th ledger event of a kind,
+    #: or raise ``SimulatedCrash`` there when ``crash_kill`` is False (an in-process test).
     crash_before: tuple[str, int] | None = None
+    crash_kill: bool = True
 
     def __post_init__(self) -> None:
         if not 0 < self.discount <= 1:
@@ -106,6 +119,16 @@ def limit_from(text: str) -> int | None:
     return int(value * scale) or None
 
 
+def _copy_synced(src: Path, dest: Path) -> None:
+    tmp = dest.with_name(dest.name + ".tmp")
+    with open(src, "rb") as fin, open(tmp, "wb") as fout:
+        while block := fin.read(1 << 20):
+            fout.write(block)
+        fout.flush()
+        os.fsync(fout.fileno())
+    os.replace(tmp, dest)
+
+
 def pending_batches(out_dir: Path) -> list[LedgerFile]:
     """Input files of the run in ``out_dir`` whose outcomes are not all ingested (empty without batches)."""
     directory = Path(out_dir) / BATCH_DIR
@@ -113,6 +136,10 @@ def pending_batches(out_dir: Path) -> list[LedgerFile]:
         return []
     with Ledger(directory) as ledger:
         return ledger.active()
+
+
+class SimulatedCrash(BaseException):
+    """Raised in place of a SIGKILL by the resume tests' crash hook (a BaseException: nothing catches it)."""
 
 
 class BatchSource:
@@ -142,6 +169,7 @@ class BatchSource:
         self.writer: InputWriter | None = None
         self._crash_count = 0
         self._cancelled: set[str] = set()
+        self._rejected: FatalError | None = None
         self._done = False
         self._fatal: EngineError | None = None
 
@@ -152,6 +180,8 @@ class BatchSource:
         if crash is not None and crash[0] == event:
             self._crash_count += 1
             if self._crash_count == crash[1]:
+                if not self.options.crash_kill:
+                    raise SimulatedCrash(f"before {event} #{crash[1]}")
                 os.kill(os.getpid(), signal.SIGKILL)
         self.ledger.append(event, **fields)
 
@@ -225,14 +255,52 @@ class BatchSource:
                     await self._cancel_unneeded()
                 else:
                     progressed |= await self._submit()
-                if not self.ledger.active():
-                    return  # everything sent came back: done, or nothing more to plan
+                if all(f.phase == "external" for f in self.ledger.active()):
+                    return  # everything sent came back (exported files come back by import)
                 changed = await self._poll()
                 if changed:
                     continue
                 delay = self.options.poll.next(delay, changed=progressed)
                 self.run.phase = self._phase()
                 await self.sleep(delay)
+
+    # -- offline round trip: export and import --------------------------------------------------
+
+    def export(self) -> list[Path]:
+        """Write the plan's requests as input files for another machine; the paths written."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        paths = []
+        with self.ledger:
+            self._recover()
+            while (f := self._write()) is not None:
+                self._log("exported", file=f.name)
+                paths.append(self.dir / f"{f.name}.jsonl")
+        return paths
+
+    async def import_results(self, results: list[Path]) -> dict[str, int]:
+        """Ingest output files of exported requests through the chain; counts of lines used and skipped."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with self.ledger:
+            self._recover()
+            waiting = {f.name: self.pending.get(f.name, {}) for f in self.ledger.active() if f.phase == "external"}
+            pending = {rid: req for reqs in waiting.values() for rid, req in reqs.items()}
+            before = len(pending)
+            copies = []
+            for path in results:
+                index = len(list(self.dir.glob("import-*.jsonl"))) + 1
+                copy = self.dir / f"import-{index:05d}.jsonl"
+                _copy_synced(path, copy)
+                self._log("imported", path=copy.name, source=str(path))
+                copies.append(copy)
+            used = 0
+            for chunk in read_outcomes(pending, list(copies), self.provider, missing=None):
+                used += len(chunk)
+                await self._consume(chunk)
+            self.run.store.sync()
+            for name, reqs in waiting.items():
+                if all(rid not in pending for rid in reqs):
+                    self._log("ingested", file=name)
+            return {"used": used, "still_waiting": before - used}
 
     def _phase(self) -> str:
         if self._done:
@@ -257,6 +325,24 @@ class BatchSource:
                     break
         return progressed
 
+    async def _consume(self, chunk: list[Outcome]) -> None:
+        """Count what the provider reports (as ``Metered`` does online) and pass the chunk through the chain."""
+        stats = self.run.stats
+        for outcome in chunk:
+            outcome.request.attempts = 1
+            if outcome.completion is not None:
+                stats.incr("prompt_tokens", outcome.completion.prompt_tokens)
+                stats.incr("completion_tokens", outcome.completion.completion_tokens)
+            elif isinstance(outcome.error, FatalError):
+                # a rejected line must not stop the chain mid-file (nor loop on resume): journaled as failed
+                self._rejected = self._rejected or outcome.error
+                outcome.error = RetryableError(
+                    outcome.error.message, provider=outcome.error.provider, request_id=outcome.request.id
+                )
+        stats.incr("requests", len(chunk))
+        if await self.run.consume(chunk):
+            self._done = True
+
     async def _download(self, f: LedgerFile) -> None:
         for kind, file_id in (("output", f.output_file_id), ("errors", f.error_file_id)):
             if file_id:
@@ -271,22 +357,10 @@ class BatchSource:
         if f.status in _NOTHING_RAN:
             paths = []  # every request failed with the batch's reason
             missing = f"batch {f.batch_id or '-'} {f.status}: {f.reason}"
-        rejected: FatalError | None = None
+        self._rejected = None
         for chunk in read_outcomes(pending, paths, self.provider, missing=missing, chunk=CHUNK):
-            for outcome in chunk:
-                outcome.request.attempts = 1
-                if outcome.completion is not None:
-                    run.stats.incr("prompt_tokens", outcome.completion.prompt_tokens)
-                    run.stats.incr("completion_tokens", outcome.completion.completion_tokens)
-                elif isinstance(outcome.error, FatalError):
-                    # a rejected line must not stop the chain mid-file (nor loop on resume): journaled as failed
-                    rejected = rejected or outcome.error
-                    outcome.error = RetryableError(
-                        outcome.error.message, provider=outcome.error.provider, request_id=outcome.request.id
-                    )
-            run.stats.incr("requests", len(chunk))
-            if await run.consume(chunk):
-                self._done = True
+            await self._consume(chunk)
+        rejected = self._rejected
         run.store.sync()  # what the chain wrote is durable before the ledger says so
         self._log("ingested", file=f.name)
         self.pending.pop(f.name, None)
@@ -335,10 +409,13 @@ class BatchSource:
         assert writer is not None
         run = self.run
         room = self._room()
-        while not (writer.pending and writer.current.tokens >= room):
+        cap = self._round_cap()
+        pulled = 0
+        while not (writer.pending and writer.current.tokens >= room) and (cap is None or pulled < cap):
             request = run.next_request()
             if request is None:
                 break
+            pulled += 1
             request.stream = False
             line = encode_line(request.id, self.provider.encode(request))
             tokens = self.counter.count_messages(request.messages)
@@ -348,6 +425,22 @@ class BatchSource:
                 return written
             writer.add(request, line, tokens)
         return self._close(writer)
+
+    def _round_cap(self) -> int | None:
+        """Requests worth adding now: what is missing over the acceptance per request seen so far.
+
+        The planner sizes requests per label; a batch round asks all at once, so it is also held to the run's
+        overall acceptance (examples accepted per request) once that is observed. None before that.
+        """
+        planner = self.run.planner
+        done = sum(planner.requests_done.values())
+        if done < ROUND_MIN_OBSERVED:
+            return None
+        accepted = sum(planner.accepted.values())
+        rate = max(0.05, accepted / done)
+        missing = sum(planner.need(label) for label in planner.labels) if planner.balance else planner.need("")
+        short = missing - planner.outstanding * rate
+        return max(0, math.ceil(short / rate))
 
     def _close(self, writer: InputWriter) -> LedgerFile | None:
         written = writer.close()
@@ -437,7 +530,9 @@ class BatchSource:
                 self._cancelled.add(f.batch_id)
                 if info is None or info.status in _CANCELLABLE:
                     with contextlib.suppress(EngineError):
-                        self.infos[f.name] = await self.client.cancel(f.batch_id)
+                        cancelled = await self.client.cancel(f.batch_id)
+                        if cancelled is not None:
+                            self.infos[f.name] = cancelled
             elif f.phase in ("upload", "create"):
                 # never sent: its requests end as failed, nothing was paid
                 self._log("ended", file=f.name, status="unsent", reason="the target was met before it was sent")

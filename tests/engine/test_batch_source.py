@@ -15,7 +15,7 @@ from engine.config import ProviderConfig, RateLimit, RetryPolicy, RunConfig
 from engine.errors import BadRequest, NotFound
 from engine.run import GenerateOptions
 from engine.sim import SimConfig, running_sim
-from engine.sources.batch import BatchOptions, generate_batch, limit_from, pending_batches
+from engine.sources.batch import BatchOptions, SimulatedCrash, generate_batch, limit_from, pending_batches
 from engine.store import read_jsonl
 
 FAST = BatchOptions(poll=PollPolicy(initial_s=0.01, max_s=0.05))
@@ -124,3 +124,20 @@ def test_limit_is_read_from_the_providers_messages() -> None:
     openai = "Enqueued token limit reached for gpt-4o in organization org-x. Limit: 90,000 enqueued tokens. Please"
     azure = "The number of enqueued tokens has surpassed the configured limit of 30K for the deployment 'x'."
     assert limit_from(openai) == 90_000 and limit_from(azure) == 30_000 and limit_from("no number") is None
+
+
+@pytest.mark.parametrize(("event", "k"), [("created", 2), ("downloaded", 1), ("ingested", 1), ("written", 2)])
+async def test_a_crash_at_a_step_then_resume_loses_and_repeats_nothing(tmp_path: Path, event: str, k: int) -> None:
+    # in-process (the crash hook raises instead of SIGKILL); test_batch_resume.py kills a real process
+    crash = BatchOptions(poll=FAST.poll, max_requests=15, crash_before=(event, k), crash_kill=False)
+    async with running_sim(SimConfig(batch_phase_s=0.0, batch_error_rate=0.05, seed=3)) as sim:
+        with pytest.raises(SimulatedCrash):
+            await _generate(sim.url, tmp_path, n=45, batch=crash)
+        await _generate(sim.url, tmp_path, n=45, batch=BatchOptions(poll=FAST.poll, max_requests=15), resume=True)
+        async with aiohttp.ClientSession() as s, s.get(sim.url.removesuffix("/v1") + "/sim/batch-stats?ids=1") as r:
+            stats = await r.json()
+    _check_exactly(tmp_path, 45)
+    journal = _rows(tmp_path / "requests.jsonl")
+    assert len(journal) == len({row["request_id"] for row in journal})
+    assert stats["executed_twice"] == 0
+    assert set(stats["answered_ids"]) <= {row["request_id"] for row in journal if row["status"] == "ok"}

@@ -1,0 +1,201 @@
+"""``corpusforge batch export|import``: the offline round trip (e.g. ``vllm run-batch`` on a GPU machine).
+
+``export OUT`` writes the run's planned requests as Batch API input files
+(``OUT/batches/input-NNNNN.jsonl``: ``custom_id``, ``method``, ``url``,
+``body``) and marks them as handed out; ``import OUT RESULTS.jsonl`` ingests an
+output file (``custom_id``, ``response``, ``error`` lines, as the Batch API and
+``vllm run-batch`` write them) through the same chain, with the same resume
+contract as ``generate --batch``. Also the glue ``generate --batch`` uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .. import aio
+from ..errors import ConfigError
+
+NAME = "batch"
+HELP = "offline batch files: export a run's planned requests (for vllm run-batch), import the results"
+DESCRIPTION = (
+    "export OUT: write the planned requests of the run in OUT as Batch API input files (for `vllm run-batch -i FILE "
+    "-o RESULTS.jsonl` or any OpenAI-compatible batch runner); a new run needs --task and --model. "
+    "import OUT RESULTS.jsonl: pass the results through the run's filters into OUT (rerun export for what is "
+    "still missing)."
+)
+OFFLINE_URL = "http://offline.invalid/v1"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="batch_command", metavar="{export,import}", required=True)
+    ex = sub.add_parser("export", help="write planned requests as batch input files", description=DESCRIPTION)
+    ex.add_argument("out", type=Path, metavar="OUT", help="run directory (created if new)")
+    ex.add_argument("--task", help="task of a new run (built-in name or YAML file)")
+    ex.add_argument("--model", help="model named in every request body (a new run)")
+    ex.add_argument("--n", type=int, help="examples to accept (a new run: default 100; an existing one: may grow)")
+    ex.add_argument("--per-request", type=int, default=1, help="examples asked for in one request")
+    ex.add_argument("--max-tokens", type=int, default=512, help="completion tokens per request")
+    ex.add_argument("--seed", type=int, default=0, help="seed of the request plan")
+    ex.add_argument("--batch-max-requests", type=int, default=50_000, help="requests per input file")
+    ex.add_argument("--batch-max-bytes", default="200MB", help="size of an input file")
+    im = sub.add_parser("import", help="ingest a batch output file into a run", description=DESCRIPTION)
+    im.add_argument("out", type=Path, metavar="OUT", help="run directory the requests were exported from")
+    im.add_argument("results", type=Path, nargs="+", metavar="RESULTS", help="batch output JSONL file(s)")
+
+
+def _configs(args: argparse.Namespace, *, new_ok: bool) -> tuple[Any, Any, Any, bool]:
+    """(RunConfig, ProviderConfig, DedupConfig | None, resume) from OUT's manifest, or from flags for a new run."""
+    from dataclasses import replace
+
+    from ..config import ProviderConfig, RunConfig
+    from ..dedup import DedupConfig
+
+    manifest_path = args.out / "manifest.json"
+    if manifest_path.exists():
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            run_cfg = RunConfig(**manifest["run"])
+            provider = manifest["provider"]
+            dedup_raw = manifest["fingerprint"].get("dedup")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{manifest_path} is not a corpusforge manifest", hint="check OUT") from exc
+        if getattr(args, "n", None):
+            run_cfg = replace(run_cfg, n=args.n)
+        base_url = str(provider.get("base_url") or OFFLINE_URL)
+        provider_cfg = ProviderConfig(base_url=base_url, model=str(provider["model"]), name=str(provider["name"]))
+        dedup = DedupConfig(**dedup_raw) if dedup_raw else None
+        return run_cfg, provider_cfg, dedup, True
+    if not new_ok:
+        raise ConfigError(f"{args.out} holds no run (no manifest.json)", hint="export from the run first")
+    if not args.task or not args.model:
+        raise ConfigError(
+            f"{args.out} holds no run yet: a new one needs --task and --model",
+            hint="e.g. --task bbc-news --model Qwen/Qwen2.5-7B-Instruct",
+        )
+    run_cfg = RunConfig(
+        task=args.task,
+        n=args.n or 100,
+        seed=args.seed,
+        max_tokens=args.max_tokens,
+        per_request=args.per_request,
+    )
+    provider_cfg = ProviderConfig(base_url=OFFLINE_URL, model=args.model, name="offline")
+    return run_cfg, provider_cfg, DedupConfig(), False
+
+
+async def _offline(args: argparse.Namespace) -> dict[str, Any]:
+    from ..batch.client import BatchClient
+    from ..batch.files import parse_size
+    from ..config import RateLimit
+    from ..providers.openai import OpenAIProvider, make_session
+    from ..run import GenerateOptions, manifest_for, open_run
+    from ..sources.batch import BatchOptions, BatchSource
+
+    exporting = args.batch_command == "export"
+    run_cfg, provider_cfg, dedup, resume = _configs(args, new_ok=exporting)
+    options = GenerateOptions(out_dir=args.out, resume=resume, progress=False, dedup=dedup, reference_real=False)
+    if exporting:
+        batch = BatchOptions(max_requests=args.batch_max_requests, max_bytes=parse_size(args.batch_max_bytes))
+    else:
+        batch = BatchOptions()
+    manifest = manifest_for(run_cfg, provider_cfg, RateLimit(), dedup)
+    async with make_session(provider_cfg) as session:
+        provider = OpenAIProvider(session, provider_cfg)  # its body builder and response parser; never sends
+        with open_run(run_cfg, model=provider_cfg.model, manifest=manifest, options=options) as run:
+            source = BatchSource(run, provider, BatchClient(provider), batch)
+            if exporting:
+                paths = source.export()
+                return {"exported": [str(p) for p in paths], "run": run.final_snapshot()}
+            counts = await source.import_results(list(args.results))
+            final = run.final_snapshot()
+            run.store.write_stats(final)
+            return {**counts, "run": final}
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.batch_command == "import":
+        for path in args.results:
+            if not path.is_file():
+                raise ConfigError(f"no results file {path}", hint="pass the output file of the batch run")
+    result = aio.run(_offline(args))
+    final = result["run"]
+    if args.batch_command == "export":
+        paths = result["exported"]
+        if not paths:
+            print(f"nothing to export: the plan of {args.out} is covered by requests already exported or done")
+        for p in paths:
+            print(p)
+        if paths:
+            print(
+                f"run each with e.g. `vllm run-batch -i {paths[0]} -o RESULTS.jsonl --model MODEL`, then "
+                f"`corpusforge batch import {args.out} RESULTS.jsonl`",
+                file=sys.stderr,
+            )
+        return 0
+    print(
+        f"imported {result['used']} results ({result['still_waiting']} exported requests still waiting); "
+        f"accepted {final.get('accepted', 0)} / {final.get('target')}"
+    )
+    return 0 if final.get("phase") == "done" else 1
+
+
+# -- glue for `generate --batch` -------------------------------------------------------------------
+
+
+def _crash_before(value: str | None) -> tuple[str, int] | None:
+    if not value:
+        return None
+    event, _, count = value.partition(":")
+    return event, int(count or 1)
+
+
+async def run_generate_batch(
+    args: argparse.Namespace, run_cfg: Any, limit: Any, retry: Any, options: Any
+) -> dict[str, Any]:
+    """``generate --batch``: the provider from the flags, batch options from the flags, then ``generate_batch``."""
+    from ..batch.files import parse_size
+    from ..batch.poll import PollPolicy
+    from ..sources.batch import BatchOptions, generate_batch
+    from ._launch import _view_factory, provider_context, provider_factory
+
+    if not args.base_url or args.provider == "local":
+        raise ConfigError(
+            "--batch needs --base-url of a server with the Batch API (the packaged local model has none)",
+            hint="pass --base-url https://api.openai.com/v1 --model NAME, or drop --batch",
+        )
+    batch = BatchOptions(
+        max_requests=args.batch_max_requests,
+        max_bytes=parse_size(args.batch_max_bytes),
+        max_enqueued_tokens=args.batch_max_enqueued_tokens,
+        discount=args.batch_discount,
+        poll=PollPolicy(initial_s=args.batch_poll_s),
+        crash_before=_crash_before(args.batch_crash_before),
+    )
+    async with provider_context(args, provider_factory(args), options.out_dir) as provider_cfg:
+        view = _view_factory(options.progress)
+        return await generate_batch(run_cfg, provider_cfg, limit, retry, options, batch, view_factory=view)
+
+
+def refuse_online_resume_with_batches(out: Path | None) -> None:
+    """An online ``--resume`` would plan again what sits in submitted batches: say how to continue instead."""
+    if out is None or not (out / "batches").exists():
+        return
+    from ..sources.batch import pending_batches
+
+    pending = pending_batches(out)
+    if not pending:
+        return
+    exported = sum(1 for f in pending if f.phase == "external")
+    if exported == len(pending):
+        raise ConfigError(
+            f"{out} has {exported} exported batch file(s) waiting for their results",
+            hint=f"import them with `corpusforge batch import {out} RESULTS.jsonl` first",
+        )
+    raise ConfigError(
+        f"{out} has {len(pending)} batch file(s) in flight",
+        hint="resume with --batch (or cancel them: `corpusforge batches OUT --cancel`, then --batch --resume)",
+    )
