@@ -108,7 +108,34 @@ def _rows(snap: Snapshot, d: dict[str, Any]) -> list[tuple[str, str]]:
         ("TPM used/limit", _used_vs_limit(snap, "tpm_used", "tpm_limit")),
         ("cost", MISSING if snap.get("cost_usd") is None else f"${snap['cost_usd']:,.4f}"),
         ("ETA", _duration(d["eta_s"])),
-    ]
+    ] + _batch_rows(snap)
+
+
+def _batch_rows(snap: Snapshot) -> list[tuple[str, str]]:
+    """Batch mode's totals (``generate --batch``), when the snapshot has them."""
+    if "batches_submitted" not in snap:
+        return []
+    counts = ", ".join(f"{_num(snap.get(f'batches_{k}'))} {k}" for k in ("completed", "expired", "failed", "cancelled"))
+    limit = snap.get("enqueued_token_limit")
+    queued = f"{_num(snap.get('enqueued_tokens'))}" + (f" / {_num(limit)}" if limit is not None else "")
+    return [("batches", f"{_num(snap.get('batches_submitted'))} submitted: {counts}"), ("enqueued tokens", queued)]
+
+
+def _batch_table(rows: list[dict[str, Any]]) -> Table:
+    """One row per batch input file: its batch, status and request counts (the newest few)."""
+    table = Table(show_header=True, header_style="dim", box=None, padding=(0, 1))
+    for name in ("file", "batch", "status", "requests", "completed", "failed"):
+        table.add_column(name, justify="right" if name in ("requests", "completed", "failed") else "left")
+    for row in rows:
+        table.add_row(
+            str(row.get("file", "")),
+            str(row.get("batch_id", "")) or MISSING,
+            str(row.get("status", "")),
+            _num(row.get("requests")),
+            _num(row.get("completed")),
+            _num(row.get("failed")),
+        )
+    return table
 
 
 def render(snap: Snapshot, *, elapsed: float | None = None, title: str = "corpusforge") -> RenderableType:
@@ -129,6 +156,8 @@ def render(snap: Snapshot, *, elapsed: float | None = None, title: str = "corpus
         bar.add_column(justify="right")
         bar.add_row(ProgressBar(total=1.0, completed=d["fraction"]), Text(f"{d['fraction']:.1%}"))
         parts.append(bar)
+    if isinstance(snap.get("batches"), list) and snap["batches"]:
+        parts.append(_batch_table(snap["batches"]))
     return Panel(Group(*parts), title=title, border_style="blue")
 
 
