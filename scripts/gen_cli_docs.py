@@ -85,8 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"docs/CLI.md is stale: run `{REGENERATE}`", file=sys.stderr)
             return 1
         return 0
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(text)
+    from engine.io import atomic_write_text
+
+    atomic_write_text(DOC, text)  # a temp file beside it, then a rename: never half a reference
     print(f"wrote {DOC.relative_to(ROOT)}")
     return 0
 

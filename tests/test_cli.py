@@ -208,3 +208,14 @@ def test_generate_bad_n_is_one_line(tmp_path: Path) -> None:
     )
     line = _assert_one_line_error(proc)
     assert "--n" in line
+
+
+def test_no_progress_still_prints_the_final_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--no-progress turns the live panel into status lines on stderr; the summary table still goes to stdout."""
+    from engine.sim import SimConfig, sim_process
+
+    with sim_process(SimConfig()) as url:
+        argv = ["generate", "bbc-news", "--n", "5", "--out", str(tmp_path / "run"), "--base-url", url, "--model", "sim"]
+        assert cli.main([*argv, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "run summary" in out and "accepted" in out
