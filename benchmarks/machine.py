@@ -35,6 +35,9 @@ VECTOR_FLAGS = {
     "amx_int8": "AMX-INT8",
     "amx_bf16": "AMX-BF16",
 }
+#: A 1-minute load average above this many per usable core (the benchmark's own threads count too) marks the
+#: record as taken on a busy machine.
+BUSY_LOAD_PER_CORE = 1.5
 CPUINFO = Path("/proc/cpuinfo")
 MEMINFO = Path("/proc/meminfo")
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
@@ -125,6 +128,8 @@ def machine_info() -> dict[str, Any]:
             "cgroup_limit": cgroup_cpu_limit(),
         },
         "memory_gb": memory_gb(),
+        #: 1, 5 and 15-minute load averages when the record was made: other work competing for the cores.
+        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "os": platform.platform(),
         "python": f"{platform.python_version()} ({platform.python_implementation()})",
         "libraries": library_versions(),
@@ -162,6 +167,10 @@ def describe(info: dict[str, Any] | None) -> str:
     if cores.get("cgroup_limit") is not None:
         core_text += f", cgroup limit {cores['cgroup_limit']:g} CPUs"
     mem = f"{info['memory_gb']:g} GB RAM" if info.get("memory_gb") is not None else "RAM unknown"
+    load = info.get("load_average")
+    usable = cores.get("usable") or cores.get("logical") or 1
+    if isinstance(load, list) and load and load[0] > BUSY_LOAD_PER_CORE * usable:
+        mem += f"; busy when measured (load average {load[0]:g} on {usable} cores, the benchmark included: figures are noisy)"
     libs = info.get("libraries") or {}
     lib_text = ", ".join(f"{name} {version}" for name, version in libs.items() if version)
     absent = [name for name, version in libs.items() if not version]

@@ -64,6 +64,9 @@ def test_machine_info_on_this_machine() -> None:
         assert info["memory_gb"] > 0
     line = describe(info)
     assert info["cpu"]["model"] in line and f"numpy {info['libraries']['numpy']}" in line
+    busy = dict(info, cores={"logical": 2, "usable": 2}, load_average=[6.5, 5.0, 3.0])
+    assert "busy when measured (load average 6.5 on 2 cores" in describe(busy)
+    assert "busy" not in describe(dict(busy, load_average=[2.5, 1.0, 1.0]))
 
 
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path: Path) -> None:
