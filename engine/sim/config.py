@@ -71,7 +71,9 @@ class SimConfig:
             if value is not None and value <= 0:
                 raise ConfigError(f"{name} must be a positive number, got {value}", hint="omit it for no limit")
         if self.batch_rps <= 0 or self.batch_phase_s < 0:
-            raise ConfigError(f"batch_rps must be > 0 and batch_phase_s >= 0, got {self.batch_rps}, {self.batch_phase_s}")
+            raise ConfigError(
+                f"batch_rps must be > 0 and batch_phase_s >= 0, got {self.batch_rps}, {self.batch_phase_s}"
+            )
         if self.batch_token_limit is not None and self.batch_token_limit < 1:
             raise ConfigError(f"batch_token_limit must be at least 1, got {self.batch_token_limit}")
         if self.batch_fail_every < 0 or self.batch_expire_every < 0:
