@@ -53,8 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs (with --finetune)")
 
 
-def add_head_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--class-weight`` and ``--C``: shared by ``eval``, ``experiment``, ``run`` and ``clean``."""
+def add_head_arguments(parser: argparse.ArgumentParser, *, fixed_c: bool = True) -> None:
+    """``--class-weight`` and (with ``fixed_c``) ``--C``: shared by ``eval``, ``experiment``, ``run`` and ``clean``."""
     parser.add_argument(
         "--class-weight",
         choices=("none", "balanced"),
@@ -62,6 +62,8 @@ def add_head_arguments(parser: argparse.ArgumentParser) -> None:
         help="class weights of the head: none (best accuracy) or balanced (inverse class frequency: helps "
         "macro-F1 on imbalanced training data, usually costs accuracy)",
     )
+    if not fixed_c:
+        return
     parser.add_argument(
         "--C",
         type=float,
@@ -114,9 +116,12 @@ def eval_config(args: argparse.Namespace, *, labels: Sequence[str] = (), clean: 
         sample = texts_and_labels(load_input(args.prior_from, "train"))[1]
         if not sample:
             raise DataError(f"{args.prior_from}: no labelled examples", hint="pass a file with a `label` column")
+        known = set(labels) or set(sample)
+        unknown = len([label for label in sample if label not in known])
         # one pseudo-count per label, so a label missing from a small sample is rare, not impossible
-        prior = {label: float(sample.count(label)) + 1.0 for label in sorted(set(sample) | set(labels))}
-        source = f"file {args.prior_from} ({len(sample)} examples, +1 per label)"
+        prior = {label: float(sample.count(label)) + 1.0 for label in sorted(known)}
+        source = f"file {args.prior_from} ({len(sample) - unknown} examples, +1 per label"
+        source += f"; {unknown} of labels the training data lacks left out)" if unknown else ")"
     return EvalConfig(
         head=getattr(args, "head", "logreg"),
         class_weight=args.class_weight,
