@@ -17,6 +17,7 @@ from .providers.openai import OpenAIProvider, make_session
 from .run import GenerateOptions, manifest_for, open_run
 from .sources.online import ViewFactory, preflight, run_online
 from .stats import Stats
+from .stragglers import BackupPolicy
 from .tasks import load_task
 
 __all__ = ["GenerateOptions", "generate"]
@@ -45,7 +46,13 @@ async def generate(
             failed = True
             try:
                 await run_online(
-                    active, base, limit=limit, retry=retry, workers=options.workers, view_factory=view_factory
+                    active,
+                    base,
+                    limit=limit,
+                    retry=retry,
+                    workers=options.workers,
+                    view_factory=view_factory,
+                    backups=BackupPolicy(enabled=options.backup_requests),
                 )
                 failed = False
             except EngineError:

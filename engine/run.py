@@ -53,6 +53,8 @@ class GenerateOptions:
     #: Drop examples that copy any real training example (not only the shots).
     reference_real: bool = False
     workers: int | None = None
+    #: Send a backup of a straggling request once the plan has nothing new to send (``engine.stragglers``).
+    backup_requests: bool = True
 
 
 def manifest_for(

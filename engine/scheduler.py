@@ -9,8 +9,13 @@ nothing is created per planned request beyond the request in flight.
 
 When the consumer says the run is done, no new request is sent; requests
 already in flight are awaited (their examples were paid for) for at most
-``drain_timeout_s`` and handed to the consumer, then everything is cancelled.
-A fatal error raised by the consumer cancels the run at once.
+``drain_timeout_s`` (or the straggler deadline, once latencies are known) and
+handed to the consumer, then everything is cancelled. A fatal error raised by
+the consumer cancels the run at once.
+
+Stragglers (``engine.stragglers``): when the source has nothing new to send,
+an idle worker sends a backup of the oldest request that has been in flight far
+longer than its peers; the first answer counts, the other is discarded.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from collections.abc import Awaitable, Callable
 
 from .errors import EngineError
 from .providers.base import Provider
+from .stragglers import BackupPolicy, Stragglers
 from .types import Outcome, Request
 
 __all__ = ["Fallback", "Scheduler"]
@@ -40,6 +46,7 @@ class Scheduler:
         drain_timeout_s: float = 60.0,
         linger_s: float = 0.005,
         fallback: Fallback | None = None,
+        backups: BackupPolicy | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be >= 1")
@@ -50,6 +57,9 @@ class Scheduler:
         #: How long the consumer waits for more outcomes to batch after the first (vectorised stages gain).
         self.linger_s = linger_s
         self.fallback = fallback
+        self.stragglers = Stragglers(backups if backups is not None else BackupPolicy(enabled=False))
+        #: Requests still in flight when the drain gave up on them (sent, maybe billed, never answered here).
+        self.abandoned = 0
         self._stopping = False
 
     async def _recover(self, request: Request, exc: EngineError) -> Outcome:
@@ -80,6 +90,28 @@ class Scheduler:
 
         complete = self.provider.complete
 
+        stragglers = self.stragglers
+        watch = stragglers.policy.enabled
+
+        async def idle() -> None:
+            """Nothing to send: back up a straggler, or sleep until woken (or until one may appear)."""
+            backup = stragglers.pick() if watch else None
+            if backup is None:
+                wakeup.clear()
+                check_in = stragglers.next_check_in() if watch else None
+                if check_in is None:
+                    await wakeup.wait()
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wakeup.wait(), check_in + 0.01)
+                return
+            try:
+                outcome = Outcome(backup, completion=await complete(backup))
+            except EngineError as exc:
+                outcome = Outcome(backup, error=exc)
+            if stragglers.finish(backup, ok=outcome.error is None, backup=True):
+                await results.put(outcome)
+
         async def worker() -> None:
             # Workers pull from the source themselves: no producer task and no request queue to hand
             # requests through, so a request costs nothing until a worker is free to send it.
@@ -87,15 +119,17 @@ class Scheduler:
             while not self._stopping:
                 request = source()
                 if request is None:
-                    wakeup.clear()
-                    await wakeup.wait()
+                    await idle()
                     continue
                 busy += 1
+                stragglers.start(request)
                 try:  # inline rather than a helper coroutine: this runs once per request
                     outcome = Outcome(request, completion=await complete(request))
                 except EngineError as exc:
                     outcome = await self._recover(request, exc)
-                await results.put(outcome)
+                if stragglers.finish(request, ok=outcome.error is None):
+                    await results.put(outcome)
+                # else: its backup answered first and was handed on; this answer is a duplicate
 
         tasks = [asyncio.create_task(worker(), name=f"worker-{i}") for i in range(self.workers)]
         try:
@@ -134,15 +168,18 @@ class Scheduler:
         workers: list[asyncio.Task[None]],
     ) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.drain_timeout_s
+        straggler_s = self.stragglers.deadline() if self.stragglers.policy.enabled else None
+        deadline = loop.time() + min(self.drain_timeout_s, straggler_s or self.drain_timeout_s)
         pending = busy()
         while pending > 0:
             remaining = deadline - loop.time()
             if remaining <= 0:
+                self.abandoned = pending
                 return
             try:
                 first = await asyncio.wait_for(results.get(), remaining)
             except TimeoutError:
+                self.abandoned = pending
                 return
             batch = [first]
             while not results.empty():

@@ -92,6 +92,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="no live panel: a one-line status on stderr every few seconds instead (also the default when stdout "
         "is not a terminal); the final summary table still prints on stdout",
     )
+    g.add_argument(
+        "--no-backup-requests",
+        action="store_true",
+        help="never send a second copy of a straggling request (by default, once nothing new is left to send, a "
+        "request in flight 3x longer than the observed p99 latency gets one backup; at most 1%% of requests)",
+    )
     add_batch_arguments(p)
 
 
@@ -157,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
         data_file=args.data,
         dedup=dedup,
         reference_real=not args.no_reference_real,
+        backup_requests=not args.no_backup_requests,
     )
 
     if args.batch:

@@ -27,6 +27,7 @@ from ..providers.openai import OpenAIProvider
 from ..providers.retrying import RetryingProvider
 from ..run import Run
 from ..scheduler import Fallback, Scheduler
+from ..stragglers import BackupPolicy
 from ..tokens import TokenCounter
 from ..types import Request
 
@@ -70,6 +71,7 @@ async def run_online(
     retry: RetryPolicy,
     workers: int | None = None,
     view_factory: ViewFactory | None = None,
+    backups: BackupPolicy | None = None,
 ) -> None:
     """Send the run's plan through ``base`` until the run is done or the plan is dry."""
     metered = Metered(base, run.stats)
@@ -78,13 +80,22 @@ async def run_online(
     provider = RetryingProvider(limited, retry, stats=run.stats, rng=random.Random(run.config.seed))
     await run.prepare(provider.complete)
 
+    scheduler = Scheduler(
+        provider, workers=workers or limit.max_in_flight, fallback=structured_fallback(run), backups=backups
+    )
+    stragglers = scheduler.stragglers
+
     def extra() -> dict[str, Any]:
         snap = controller.snapshot()
         snap["in_flight"] = metered.in_flight
+        if stragglers.backups:
+            snap["backup_requests"] = stragglers.backups
+            snap["backup_wins"] = stragglers.backup_wins
+        if scheduler.abandoned:
+            snap["abandoned_in_flight"] = scheduler.abandoned
         return snap
 
     run.extra_stats = extra
-    scheduler = Scheduler(provider, workers=workers or limit.max_in_flight, fallback=structured_fallback(run))
     view = view_factory(run.snapshot) if view_factory else contextlib.nullcontext()
     with view:
         await scheduler.run(run.next_request, run.consume)
