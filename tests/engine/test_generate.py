@@ -94,6 +94,14 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "engine", *args]
 
 
+async def _until(predicate, limit_s=60.0):
+    """Poll ``predicate`` until it holds (a file a child process writes), for at most ``limit_s``."""
+    for _ in range(int(limit_s / 0.05)):
+        if predicate():
+            return
+        await asyncio.sleep(0.05)
+
+
 async def _run(argv, limit_s=60.0):
     proc = await asyncio.create_subprocess_exec(
         *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT
@@ -227,11 +235,7 @@ async def test_counters_after_kill_and_resume_match_the_files(tmp_path):
             "--concurrency", "4", "--no-progress", "--no-reference-real", "--max-tokens", "64",
         )  # fmt: skip
         proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.DEVNULL, cwd=ROOT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(rows(out / "data.jsonl")) < 40 if out.exists() else True:
-            await asyncio.sleep(0.05)
-            if (out / "data.jsonl").exists() and len(rows(out / "data.jsonl")) >= 40:
-                break
+        await _until(lambda: (out / "data.jsonl").exists() and len(rows(out / "data.jsonl")) >= 40)
         os.kill(proc.pid, signal.SIGKILL)
         await proc.wait()
         code, _, err = await _run([*argv, "--resume"], limit_s=120)
@@ -253,9 +257,7 @@ async def test_a_second_writer_on_the_same_run_is_refused_with_one_line(tmp_path
             "--base-url", sim.url, "--model", "sim", "--no-progress", "--max-tokens", "64",
         )  # fmt: skip
         first = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.DEVNULL, cwd=ROOT)
-        deadline = time.monotonic() + 30
-        while not (out / "manifest.json").exists() and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await _until(lambda: (out / "manifest.json").exists())
         code, _, err = await _run([*argv, "--resume"])
         assert code != 0
         lines = [line for line in err.splitlines() if line.strip()]
