@@ -308,3 +308,49 @@ async def test_a_start_that_fails_leaves_no_run_directory(tmp_path):
         assert not (tmp_path / "o").exists()
         code, _, err = await _run(_cli(*base, "--model", "sim"))
         assert code == 0, err
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs (root only): a disk that fills up for real. Yields (path, grow) where grow() enlarges it."""
+    import shutil
+    import subprocess
+
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("needs root to mount a tmpfs")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+
+    def grow() -> None:
+        subprocess.run(["mount", "-o", "remount,size=16m", str(mnt)], check=True)
+
+    try:
+        yield mnt, grow
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+async def test_a_full_disk_is_one_line_and_resume_gives_exactly_n(small_disk):
+    """Issue 14 item 5: a full disk mid-run, then free space and --resume."""
+    disk, grow = small_disk
+    out = disk / "run"
+    async with running_sim(SimConfig(seed=12)) as sim:
+        argv = _cli(
+            "generate", "bbc-news", "--n", "4000", "--out", str(out), "--base-url", sim.url, "--model", "sim",
+            "--no-progress", "--no-reference-real", "--max-tokens", "64",
+        )  # fmt: skip
+        code, _, err = await _run(argv, limit_s=120)
+        assert code != 0 and "Traceback" not in err
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert len(lines) == 1 and "No space left on device" in lines[0] and "--resume" in lines[0], lines
+        assert not [p for p in os.listdir(out) if p.endswith(".tmp")]
+        grow()
+        code, _, err = await _run([*argv, "--resume"], limit_s=120)
+        assert code == 0, err
+    data = rows(out / "data.jsonl")
+    assert len(data) == 4000 and len({r["id"] for r in data}) == 4000
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["accepted"] == 4000
+    assert stats["requests"] == sum(j["attempts"] for j in rows(out / "requests.jsonl"))
