@@ -225,3 +225,39 @@ def test_grid_head_settings_become_the_eval_config():
     assert ex.eval_config_for(grid, C=None).C is None
     with pytest.raises(ConfigError, match="head keys"):
         ex.Grid.from_dict({"task": "t", "quantities": [5], "head": {"colour": 1}})
+
+
+def test_evaluators_never_import_the_network_side():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, evaluators, evaluators.experiment, evaluators.evaluate, evaluators.clean, evaluators.prior\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'aiohttp')\n"
+        "bad += [n for n in ('subprocess_generator', 'CachedEmbedder') if hasattr(evaluators.experiment, n)]\n"
+        "print(bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_command_layer_generates_in_process_and_resumes(tmp_path):
+    """`experiment`'s generate function runs `corpusforge generate` in this process against the simulator."""
+    from dataclasses import replace
+
+    from engine.commands.experiment import in_process_generate
+    from engine.sim import SimConfig, sim_process
+
+    job = ex.GenerateJob(
+        task="bbc-news", strategy="zero-shot", n=6, seed=0, out=tmp_path / "run", extra_args=("--concurrency", "2")
+    )
+    job.out.mkdir()
+    with sim_process(SimConfig()) as url:
+        generate = in_process_generate(base_url=url, model="sim")
+        generate(job)
+        assert len((job.out / "data.jsonl").read_text().splitlines()) == 6
+        generate(replace(job, n=9))  # the run directory exists: generate resumes it
+        assert len((job.out / "data.jsonl").read_text().splitlines()) == 9
+        with pytest.raises(ConfigError, match="generate_args"):
+            generate(replace(job, n=10, extra_args=("--no-such-flag",)))
