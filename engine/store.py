@@ -47,7 +47,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import io
 from .errors import ConfigError, DataError
+from .io import atomic_write_json
 from .runstate import RunState
 from .types import Example
 
@@ -71,34 +73,11 @@ _FULL_DISK_HINT = "free disk space, then rerun with --resume: nothing already wr
 _dumps = json.JSONEncoder(ensure_ascii=False).encode
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    """Replace ``path`` with ``obj`` as JSON, whole or not at all; a full disk is a one-line DataError."""
-    tmp = path.with_name(path.name + ".tmp")
-    payload = (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
-    try:
-        with open(tmp, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise DataError(f"cannot write {path}: {exc.strerror or exc}", hint=_FULL_DISK_HINT) from exc
-
-
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """Yield the complete JSON lines of ``path`` (a torn or corrupt line is skipped)."""
-    if not path.exists():
+    """The rows of one of a run's JSONL files (none if it does not exist yet; a torn last line is skipped)."""
+    if not Path(path).exists():
         return
-    with open(path, "rb") as f:
-        for line in f:
-            if not line.endswith(b"\n"):
-                break
-            try:
-                yield json.loads(line)
-            except ValueError:
-                continue
+    yield from io.read_jsonl(path, tolerate_torn_tail=True)
 
 
 def _repair_torn_tail(path: Path) -> int:
@@ -371,8 +350,14 @@ class RunStore:
         self._dirty = False
         self._last_sync = self._clock()
 
+    def _write_json(self, name: str, obj: Any) -> None:
+        try:
+            atomic_write_json(self.dir / name, obj)
+        except DataError as exc:
+            raise DataError(exc.message, hint=_FULL_DISK_HINT) from exc.__cause__
+
     def write_stats(self, stats: dict[str, Any]) -> None:
-        atomic_write_json(self.dir / STATS, stats)
+        self._write_json(STATS, stats)
 
     def _read_json(self, name: str) -> dict[str, Any]:
         path = self.dir / name
@@ -388,10 +373,10 @@ class RunStore:
         return RunState.from_json(self._read_json(STATE), topics)
 
     def write_state(self, state: RunState) -> None:
-        atomic_write_json(self.dir / STATE, state.state_json())
+        self._write_json(STATE, state.state_json())
         topics = state.topics_json()
         if topics is not None:
-            atomic_write_json(self.dir / TOPICS, topics)
+            self._write_json(TOPICS, topics)
 
     @property
     def has_results(self) -> bool:
