@@ -63,7 +63,10 @@ def derive(snap: Snapshot, elapsed: float | None = None) -> dict[str, Any]:
     if "prompt_tokens" in snap or "completion_tokens" in snap:
         tokens = snap.get("prompt_tokens", 0) + snap.get("completion_tokens", 0)
     accepted, target = snap.get("accepted"), snap.get("target")
-    accepted_rate = _rate(accepted, elapsed)
+    # a resumed run: rates are this session's work over this session's time, not the whole run's totals
+    session_requests = snap.get("session_requests", snap.get("requests"))
+    session_tokens = snap.get("session_tokens", tokens)
+    accepted_rate = _rate(snap.get("session_accepted", accepted), elapsed)
     fraction = eta = None
     if isinstance(accepted, int | float) and isinstance(target, int | float) and target > 0:
         fraction = min(1.0, accepted / target)
@@ -74,8 +77,8 @@ def derive(snap: Snapshot, elapsed: float | None = None) -> dict[str, Any]:
     return {
         "elapsed_s": elapsed,
         "tokens": tokens,
-        "req_per_s": _rate(snap.get("requests"), elapsed),
-        "tok_per_s": _rate(tokens, elapsed),
+        "req_per_s": _rate(session_requests, elapsed),
+        "tok_per_s": _rate(session_tokens, elapsed),
         "accepted_per_s": accepted_rate,
         "fraction": fraction,
         "eta_s": eta,

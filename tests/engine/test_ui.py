@@ -55,6 +55,15 @@ def test_derive_rates_progress_and_eta() -> None:
     assert derive({})["eta_s"] is None and derive({})["req_per_s"] is None
 
 
+def test_a_resumed_run_shows_this_sessions_rates_not_the_totals_over_this_sessions_time() -> None:
+    resumed = {"elapsed_s": 10.0, "requests": 1_000_000, "session_requests": 2_500, "accepted": 900_000,
+               "session_accepted": 2_000, "target": 1_000_000, "prompt_tokens": 9, "completion_tokens": 1,
+               "session_tokens": 10}  # fmt: skip
+    d = derive(resumed)
+    assert d["req_per_s"] == 250.0 and d["accepted_per_s"] == 200.0 and d["tok_per_s"] == 1.0
+    assert d["eta_s"] == 500.0  # 100,000 left at this session's 200/s
+
+
 def test_render_shows_key_numbers() -> None:
     out = _text(render(SNAP))
     for expected in (
