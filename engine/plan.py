@@ -7,16 +7,23 @@ is lazy (nothing is materialised per planned request) and adaptive: it keeps
 issuing requests for a label while the examples accepted plus those expected
 from requests in flight fall short of the label's quota, using the yield (kept
 examples per request) observed so far.
+
+A cluster run splits the plan into ``S`` disjoint shards (``shard=(k, S)``):
+shard ``k`` owns the requests whose index ``g`` of a label has ``g % S == k``
+(ids and seeds are those of the single plan, so ``S = 1`` is the plain plan),
+and each label's quota is split across shards with its remainder spread over
+them (:func:`shard_quotas`). A top-up round after the cross-shard dedup gets a
+``namespace`` (ids ``<label>-<namespace>-<k>``) and explicit ``quota``.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["PlannedRequest", "Planner", "quotas", "stable_seed"]
+__all__ = ["PlannedRequest", "Planner", "quotas", "shard_cap", "shard_quotas", "stable_seed"]
 
 
 def stable_seed(*parts: object) -> int:
@@ -29,6 +36,27 @@ def quotas(labels: Sequence[str], n: int) -> dict[str, int]:
     """Split ``n`` across ``labels`` as evenly as possible (earlier labels take the remainder)."""
     base, extra = divmod(n, len(labels))
     return {label: base + (1 if i < extra else 0) for i, label in enumerate(labels)}
+
+
+def shard_quotas(total: Mapping[str, int], shard: tuple[int, int]) -> dict[str, int]:
+    """Shard ``k`` of ``S``'s part of every label's quota; the parts of all shards add up to ``total``.
+
+    A label's remainder goes to the shards just after the label's position, so
+    remainders of several labels land on different shards.
+    """
+    k, count = shard
+    out: dict[str, int] = {}
+    for i, (label, q) in enumerate(total.items()):
+        base, extra = divmod(q, count)
+        out[label] = base + (1 if (k - i) % count < extra else 0)
+    return out
+
+
+def shard_cap(cap: int, shard: tuple[int, int]) -> int:
+    """Shard ``k`` of ``S``'s part of the request cap (at least 1)."""
+    k, count = shard
+    base, extra = divmod(cap, count)
+    return max(1, base + (1 if k < extra else 0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,11 +87,30 @@ class Planner:
         done: set[str] | None = None,
         accepted: Counter[str] | None = None,
         requests_done: Counter[str] | None = None,
+        shard: tuple[int, int] = (0, 1),
+        namespace: str | None = None,
+        quota: Mapping[str, int] | None = None,
     ) -> None:
         if not labels:
             raise ValueError("a task needs at least one label")
+        k, count = shard
+        if not 0 <= k < count:
+            raise ValueError(f"shard {k} of {count} does not exist")
         self.labels = list(labels)
-        self.quota = quotas(self.labels, n) if balance else {label: n for label in self.labels}
+        self.shard = (k, count)
+        self.namespace = namespace
+        if quota is not None:
+            self.quota = {label: int(quota.get(label, 0)) for label in self.labels}
+            n = sum(self.quota.values()) if balance else n
+        elif balance:
+            self.quota = shard_quotas(quotas(self.labels, n), self.shard)
+        else:
+            n = shard_quotas({"": n}, self.shard)[""]
+            self.quota = {label: n for label in self.labels}
+        if count > 1:
+            cap = shard_cap(cap, self.shard)
+        if balance:
+            n = sum(self.quota.values())
         self.total = n
         self.balance = balance
         self.per_request = per_request
@@ -140,14 +187,22 @@ class Planner:
             # unbalanced: spread requests round-robin by the fewest issued so far
             best = min(self.labels, key=lambda lb: self.requests_done[lb] + self.in_flight[lb])
         k = self._next_k[best]
-        rid = f"{best}-{k:07d}"
+        rid, seed = self._request(best, k)
         while rid in self._done:
             k += 1
-            rid = f"{best}-{k:07d}"
+            rid, seed = self._request(best, k)
         self._next_k[best] = k + 1
         self.in_flight[best] += 1
         self.issued += 1
-        return PlannedRequest(id=rid, label=best, seed=stable_seed(self.seed, best, k))
+        return PlannedRequest(id=rid, label=best, seed=seed)
+
+    def _request(self, label: str, j: int) -> tuple[str, int]:
+        """The id and seed of this plan's ``j``-th request for ``label``."""
+        if self.namespace is not None:
+            return f"{label}-{self.namespace}-{j:07d}", stable_seed(self.seed, self.namespace, label, j)
+        k, count = self.shard
+        g = j * count + k  # the index in the one plan all shards split
+        return f"{label}-{g:07d}", stable_seed(self.seed, label, g)
 
     def hold(self, request_id: str, label: str) -> bool:
         """On resume: ``request_id`` was sent earlier and its outcome is still to come (a submitted batch).

@@ -72,10 +72,14 @@ async def run_online(
     workers: int | None = None,
     view_factory: ViewFactory | None = None,
     backups: BackupPolicy | None = None,
+    controller: AdmissionController | None = None,
 ) -> None:
-    """Send the run's plan through ``base`` until the run is done or the plan is dry."""
+    """Send the run's plan through ``base`` until the run is done or the plan is dry.
+
+    ``controller`` replaces the local admission control (a cluster shard leases from one shared budget).
+    """
     metered = Metered(base, run.stats)
-    controller = AdmissionController(limit)
+    controller = controller if controller is not None else AdmissionController(limit)
     limited = RateLimitedProvider(metered, controller, TokenCounter())
     provider = RetryingProvider(limited, retry, stats=run.stats, rng=random.Random(run.config.seed))
     await run.prepare(provider.complete)
