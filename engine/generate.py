@@ -60,7 +60,7 @@ async def generate(
                 active.store.discard()
                 raise
             finally:
-                final = active.final_snapshot()
+                final = active.final_snapshot(interrupted=failed)
                 if active.store.dir.exists():
                     if failed:
                         # the error on its way out is the one to report, not a second one from a full disk

@@ -30,6 +30,7 @@ from .dedup import DedupConfig, DedupFilter
 from .errors import DataError
 from .pipeline import Chain, Stage
 from .plan import Planner
+from .shortfall import explain
 from .stages import CheckStage, DedupStage, ParseStage, QuotaStage, StoreStage
 from .stats import Stats
 from .store import REBUILT, ResumeState, RunStore
@@ -187,12 +188,20 @@ class Run:
             )
         return snap
 
-    def final_snapshot(self) -> dict[str, Any]:
+    def chain_failure(self) -> str | None:
+        """The reason of the last request that failed after its retries (for the stop reason)."""
+        parse = self.chain.stages[0]
+        return parse.last_failure if isinstance(parse, ParseStage) else None
+
+    def final_snapshot(self, *, interrupted: bool = False) -> dict[str, Any]:
+        """The run's last snapshot; ``interrupted`` when an error or a signal ended it (that says why instead)."""
         final = self.snapshot()
         planner = self.planner
         final["phase"] = "done" if planner.finished else "stopped"
         final["requests_planned"] = planner.issued
         final["request_cap_reached"] = planner.exhausted and not planner.finished
+        if not planner.finished and not interrupted:
+            final["stop_reason"] = explain(final, cap=planner.cap, last_failure=self.chain_failure())
         if self.resumed.duplicate_ids:
             final["duplicate_ids_in_data"] = self.resumed.duplicate_ids
         return final

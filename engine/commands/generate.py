@@ -176,4 +176,8 @@ def run(args: argparse.Namespace) -> int:
         refuse_online_resume_with_batches(args.out if args.resume else None)
         final = aio.run(run_with_provider(args, run_cfg, limit, retry, options))
     print_final(final, sys.stdout)
-    return 0 if final.get("phase") == "done" else 1
+    if final.get("phase") != "done":
+        reason = final.get("stop_reason") or "stopped before --n examples were accepted"
+        print(f"corpusforge: {reason} (what was written is kept: rerun with --resume to continue)", file=sys.stderr)
+        return 1
+    return 0

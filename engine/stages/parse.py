@@ -26,6 +26,8 @@ class ParseStage:
         self.model = model
         self.per_request = per_request
         self.stats = stats
+        #: The reason of the last request given up after its retries.
+        self.last_failure: str | None = None
 
     def process(self, work: Work) -> None:
         task, stats = self.task, self.stats
@@ -37,7 +39,8 @@ class ParseStage:
                     work.fatal = work.fatal or outcome.error
                     continue
                 stats.incr("failed")
-                work.failures.append({"request_id": request.id, "label": label, "reason": f"{type(outcome.error).__name__}: {outcome.error}"})
+                self.last_failure = f"{type(outcome.error).__name__}: {outcome.error}"
+                work.failures.append({"request_id": request.id, "label": label, "reason": self.last_failure})
                 continue
             completion = outcome.completion
             assert completion is not None

@@ -1,6 +1,7 @@
 """``generate`` end to end against the simulator: exactly N, accounted failures, resume after kill -9, errors."""
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -354,3 +355,60 @@ async def test_a_full_disk_is_one_line_and_resume_gives_exactly_n(small_disk):
     stats = json.loads((out / "stats.json").read_text())
     assert stats["accepted"] == 4000
     assert stats["requests"] == sum(j["attempts"] for j in rows(out / "requests.jsonl"))
+
+
+@contextlib.asynccontextmanager
+async def _one_answer_server(status: int, body: str, content_type: str):
+    """A server that answers every chat completion the same way (an HTML error page, a refusal, ...)."""
+    from aiohttp import web
+
+    async def chat(request: web.Request) -> web.Response:
+        return web.Response(status=status, text=body, content_type=content_type)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        await runner.cleanup()
+
+
+def _refusal_body() -> str:
+    message = {"role": "assistant", "content": "I'm sorry, but I can't help with that request."}
+    return json.dumps(
+        {
+            "id": "x",
+            "object": "chat.completion",
+            "model": "m",
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "content_type", "needle"),
+    [
+        (200, "<html><body>Welcome to nginx!</body></html>", "text/html", "requests failed after their retries"),
+        (501, "<html>Not Implemented</html>", "text/html", "requests failed after their retries"),
+        (200, _refusal_body(), "application/json", "dropped as refusal"),
+    ],
+)
+async def test_a_run_that_ends_short_says_why_in_its_last_line(tmp_path, status, body, content_type, needle):
+    """Issue 14 item 3: not N-1 and a bare table, but the cause and the fix."""
+    async with _one_answer_server(status, body, content_type) as url:
+        code, out, err = await _run(
+            _cli(
+                "generate", "bbc-news", "--n", "5", "--out", str(tmp_path / "o"), "--base-url", url, "--model", "m",
+                "--no-progress", "--max-attempts", "1", "--max-requests", "8", "--no-backup-requests",
+            )
+        )  # fmt: skip
+    assert code == 1 and "Traceback" not in err
+    last = [line for line in err.splitlines() if line.strip()][-1]
+    assert last.startswith("corpusforge: stopped at 0/5") and needle in last and "Fix:" in last, last
+    assert "--resume" in last
