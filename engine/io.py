@@ -84,7 +84,7 @@ def _lines(path: Path, fh: IO[bytes]) -> Iterator[tuple[int, str, bool]]:
             at = offset + raw.index(b"\x00")
             raise DataError(
                 f"{path}:{number}: a NUL byte (at byte {at}): this is a binary file, not UTF-8 text",
-                hint="export the data as UTF-8 CSV or JSONL (a Parquet file needs the .parquet suffix)",
+                hint="export the data as UTF-8 CSV or JSONL; a Parquet file needs the .parquet suffix",
             )
         bom = 3 if number == 1 and raw.startswith(b"\xef\xbb\xbf") else 0
         try:
