@@ -198,7 +198,10 @@ def table(r: dict[str, Any]) -> str:
         "| steady: charged / limit | steady: real tokens/min (/ limit) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name in ("as_asked", "right_sized", "generate"):
+    # ``before_fix_generate``: generate at the commit before the TPM fix (e231e1e), same machine and sizes, if recorded
+    for name in ("before_fix_generate", "as_asked", "right_sized", "generate"):
+        if name not in r:
+            continue
         m, st = r[name], r[name]["steady"]
         lines.append(
             f"| {name} | {m['charged_utilisation_pct']}% | {m['real_tokens_per_min']:,} | {m['real_pct_of_limit']}% "
