@@ -1,4 +1,5 @@
-"""Admission control: the token bucket (:mod:`.bucket`) and the controller that learns limits (:mod:`.admission`).
+"""Admission control: the token bucket (:mod:`.bucket`), the controller that learns limits (:mod:`.admission`)
+and what a request costs against a token budget, ``max_tokens`` sized to the completions seen (:mod:`.sizing`).
 
 The response headers both sides read (``x-ratelimit-*``, ``Retry-After``) are parsed in
 :mod:`engine.headers`, outside this package, so a provider never imports the limiter;
