@@ -165,7 +165,9 @@ class LocalServer:
     async def stop(self, *, keep_log: bool = False) -> None:
         """Stop watching, SIGTERM the child's group, wait up to ``shutdown_timeout_s``, then SIGKILL. Idempotent."""
         watchdog, self._watchdog = self._watchdog, None
-        self._up = None
+        up, self._up = self._up, None
+        if up is not None:
+            up.set()  # a request waiting for a restart fails now, as it would without supervision
         if watchdog is not None and watchdog is not asyncio.current_task():
             watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -18,11 +18,12 @@ import pytest
 from engine.config import ProviderConfig, RetryPolicy
 from engine.errors import ConfigError, ProviderUnavailable
 from engine.llamacpp import LocalServer, LocalServerConfig, LocalServerGone, default_model_path
+from engine.providers.base import Provider
 from engine.providers.openai import OpenAIProvider, make_session
 from engine.providers.retrying import RetryingProvider
 from engine.providers.supervised import SupervisedProvider
 from engine.stats import Stats
-from engine.types import Request
+from engine.types import Completion, Request
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = {
@@ -313,3 +314,40 @@ async def test_the_real_server_is_restarted_after_kill_9(tmp_path: Path) -> None
             assert server.restarts == 1 and server.base_url == url
             assert all(c.completion_tokens > 0 for c in after)
     assert "restart 1 of 3" in (tmp_path / "llama.log").read_text()
+
+
+class Refused(Provider):
+    """A provider whose server answers nothing (``status=None``) or an HTTP error."""
+
+    name = "refused"
+
+    def __init__(self, status: int | None) -> None:
+        self.status = status
+
+    async def complete(self, request: Request) -> Completion:
+        raise ProviderUnavailable("cannot connect", status=self.status)
+
+
+class Watch:
+    """A supervisor that counts waits, and gives up when told to."""
+
+    def __init__(self, gone: bool = False) -> None:
+        self.waits = 0
+        self.gone = gone
+
+    async def wait_running(self) -> None:
+        self.waits += 1
+        if self.gone:
+            raise LocalServerGone("the local model server died", provider="local")
+
+
+async def test_supervised_provider_waits_only_when_nothing_answered() -> None:
+    watch = Watch()
+    with pytest.raises(ProviderUnavailable):
+        await SupervisedProvider(Refused(None), watch).complete(ask(0))
+    assert watch.waits == 1  # waited for the restart, then failed as before: the retry layer sends it again
+    with pytest.raises(ProviderUnavailable):
+        await SupervisedProvider(Refused(500), watch).complete(ask(0))
+    assert watch.waits == 1  # the server answered: nothing to wait for
+    with pytest.raises(LocalServerGone):
+        await SupervisedProvider(Refused(None), Watch(gone=True)).complete(ask(0))
