@@ -24,13 +24,31 @@ def _flip(labels: list[str], share: float, seed: int) -> list[str]:
     return out
 
 
+def _gauss_counts(counts: list[int], dim: int, sep: float, seed: int) -> tuple[np.ndarray, list[str]]:
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(len(counts), dim)) * sep
+    X = np.vstack([centers[i] + rng.normal(size=(n, dim)) for i, n in enumerate(counts)]).astype(np.float32)
+    return X, [f"c{i}" for i, n in enumerate(counts) for _ in range(n)]
+
+
 def test_cv_picks_strong_regularisation_for_noisy_labels_and_weak_for_clean():
-    X, y = _gauss(40, 3, 60, 0.6, seed=0)
+    # clean and imbalanced: strong regularisation would predict the majority class, so CV picks a larger C
+    X, y = _gauss_counts([80, 10, 10], 10, 1.2, seed=0)
     clean = train_head(X, y, seed=0)
-    noisy = train_head(X, _flip(y, 0.35, seed=1), seed=0)
+    # few examples in many dimensions with a quarter of the labels flipped: CV picks strong regularisation
+    Xn, yn = _gauss(30, 3, 100, 0.5, seed=0)
+    noisy = train_head(Xn, _flip(yn, 0.25, seed=1), seed=0)
     assert clean.choices["C_chosen_by"] == noisy.choices["C_chosen_by"] == "cv"
     assert noisy.choices["C"] < clean.choices["C"]
-    assert clean.choices["cv"]["folds"] == 5 and len(clean.choices["cv"]["mean_log_loss"]) == 9
+    assert clean.choices["cv"]["folds"] == 5 and len(clean.choices["cv"]["mean_accuracy"]) == 9
+    # and it matters: on clean test data from the same classes, the chosen C beats a fixed weak regularisation
+    centers = np.random.default_rng(0).normal(size=(3, 100)) * 0.5  # the same centers _gauss drew for seed 0
+    rng = np.random.default_rng(99)
+    X_test = np.vstack([centers[i] + rng.normal(size=(200, 100)) for i in range(3)]).astype(np.float32)
+    y_test = np.array([f"c{i}" for i in range(3) for _ in range(200)])
+    weak = train_head(Xn, _flip(yn, 0.25, seed=1), C=100.0)
+    chosen_acc = np.mean(np.array(noisy.predict(X_test)) == y_test)
+    assert chosen_acc > np.mean(np.array(weak.predict(X_test)) == y_test) + 0.05
 
 
 def test_c_is_chosen_on_the_training_data_only():
@@ -44,7 +62,10 @@ def test_c_is_chosen_on_the_training_data_only():
     targets = np.array([int(v[1]) for v in y])
     expected, details = select_C(X, targets, np.ones(3))
     assert report["head_choices"]["C"] == expected
-    assert report["head_choices"]["cv"]["mean_log_loss"] == details["mean_log_loss"]
+    assert report["head_choices"]["cv"]["mean_accuracy"] == details["mean_accuracy"]
+    # the first best: ties go to the smaller C
+    scores = details["mean_accuracy"]
+    assert expected == details["Cs"][scores.index(max(scores))]
 
 
 def test_too_few_examples_fall_back_to_a_fixed_C():

@@ -76,4 +76,8 @@ def test_eval_cli_clean_and_prior_options(cache_env, tmp_path):
     assert set(report["prior_corrected"]) == {"known", "em"}
     assert report["prior_corrected"]["known"]["source"].startswith("file ")
     assert "1 of labels the training data lacks left out" in report["prior_corrected"]["known"]["source"]
-    assert report["majority_baseline"] == {"label": "food", "accuracy": 0.3, "macro_f1": pytest.approx(0.4615 / 4, abs=1e-3)}
+    assert report["majority_baseline"] == {
+        "label": "food",
+        "accuracy": 0.3,
+        "macro_f1": pytest.approx(0.4615 / 4, abs=1e-3),
+    }
