@@ -131,7 +131,7 @@ class Classifier:
         *,
         variant: str = DEFAULT_VARIANT,
         head: str = "logreg",
-        class_weight: str | None = "balanced",
+        class_weight: str | None = None,
         seed: int = 0,
         encoder: Encoder | None = None,
         batch_size: int = 64,
