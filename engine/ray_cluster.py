@@ -21,6 +21,8 @@ from .errors import ConfigError
 __all__ = ["LOOPBACK", "connect", "cluster_cpus"]
 
 LOOPBACK = "127.0.0.1"
+#: Read by ray at import: "0" makes its node-IP detection return the loopback address.
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def _quiet_data() -> None:
@@ -31,10 +33,19 @@ def _quiet_data() -> None:
     ctx.print_on_execution_start = False
     for name in ("ray.data", "ray"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # its only message is "progress bars disabled", said once per process when stderr is not a terminal
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+    # a failing task is logged there with its traceback, then raised to the command, which prints one line
+    for name in ("ray.data._internal.execution.streaming_executor_state", "ray.data.exceptions"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def connect(address: str | None = None, *, num_cpus: int | None = None) -> Any:
     """Connect this process to Ray (see the module doc for which cluster); returns the ``ray`` module."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address is None or address.split(":")[0] in ("127.0.0.1", "localhost"):
+        # keep ray's own address detection on loopback (it otherwise swaps 127.0.0.1 for the outward IP)
+        os.environ.setdefault(LOOPBACK_ENV, "0")
     try:
         import ray
     except ImportError as exc:  # pragma: no cover - ray is a pinned dependency
@@ -42,13 +53,14 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Any:
     if ray.is_initialized():
         _quiet_data()
         return ray
-    address = address or os.environ.get("RAY_ADDRESS") or None
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
     try:
         if address:
-            ray.init(address=address, **kwargs)
+            local = address.split(":")[0] in ("127.0.0.1", "localhost")
+            ray.init(address=address, **({"_node_ip_address": LOOPBACK} if local else {}), **kwargs)
         else:
             ray.init(
+                address="local",  # a new private instance, never a cluster some other process left running
                 num_cpus=num_cpus or os.cpu_count() or 1,
                 include_dashboard=False,
                 _node_ip_address=LOOPBACK,

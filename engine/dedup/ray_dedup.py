@@ -351,6 +351,9 @@ def _finish_parquet(writer: Any, src: Path, target: Path, kept_rows: list[dict[s
 
 
 def _first_engine_error(exc: BaseException) -> EngineError | None:
+    """The engine error a worker raised, unwrapped from Ray's task errors (whose text holds the traceback)."""
+    from ray.exceptions import RayError
+
     seen: set[int] = set()
     todo: list[BaseException | None] = [exc]
     while todo:
@@ -358,7 +361,7 @@ def _first_engine_error(exc: BaseException) -> EngineError | None:
         if e is None or id(e) in seen:
             continue
         seen.add(id(e))
-        if isinstance(e, EngineError) and not type(e).__module__.startswith("ray"):
+        if isinstance(e, EngineError) and not isinstance(e, RayError):
             return e
         todo.extend([e.__context__, e.__cause__, getattr(e, "cause", None)])
     return None
@@ -420,9 +423,9 @@ def ray_dedup(
         return result
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, EngineError | KeyboardInterrupt):
-            raise
         found = _first_engine_error(exc)
+        if found is exc or isinstance(exc, KeyboardInterrupt):
+            raise
         if found is not None:
             raise found from None
         lines = [line for line in str(exc).splitlines() if line.strip()]
@@ -444,6 +447,7 @@ def _run(
 ) -> RayDedupResult:
     import ray.data as rd
     from ray.data.context import ShuffleStrategy
+    from ray.data.expressions import col
 
     from ..ray_cluster import cluster_cpus
 
@@ -480,8 +484,8 @@ def _run(
         .materialize()
     )
     done("band keys and candidate pairs")
-    pairs = cand.filter(expr="kind == 0")
-    exact = cand.filter(expr="kind == 1")
+    pairs = cand.filter(expr=col("kind") == 0)
+    exact = cand.filter(expr=col("kind") == 1)
 
     # verification: a's signature joins the pair, then b's
     sig_rows = signed.map_batches(_sig_rows, fn_kwargs={"partitions": p}, batch_format="numpy")
