@@ -57,7 +57,9 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Any:
     try:
         if address:
             local = address.split(":")[0] in ("127.0.0.1", "localhost")
-            ray.init(address=address, **({"_node_ip_address": LOOPBACK} if local else {}), **kwargs)
+            if local:
+                kwargs["_node_ip_address"] = LOOPBACK
+            ray.init(address=address, **kwargs)
         else:
             ray.init(
                 address="local",  # a new private instance, never a cluster some other process left running
@@ -81,4 +83,4 @@ def cluster_cpus() -> int:
     """CPUs the connected cluster offers (at least 1)."""
     import ray
 
-    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))  # type: ignore[no-untyped-call]

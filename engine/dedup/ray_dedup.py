@@ -31,7 +31,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -299,7 +299,7 @@ def _write_group(
                 drop_fh.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
             counts["rows"] += len(rows)
             counts["kept"] += sum(keep_mask)
-            if fmt == "jsonl":
+            if out_fh is not None:
                 for i, record in enumerate(rows):
                     if keep_mask[i]:
                         line = lines[i] if lines is not None else json.dumps(record, ensure_ascii=False, default=str)
@@ -467,7 +467,7 @@ def _run(
     labels = [os.path.relpath(p, common) for p in paths]
     files = rd.from_items([{"part": i, "path": p} for i, p in enumerate(paths)], override_num_blocks=len(paths))
     signed = files.map_batches(
-        _sign_parts, batch_size=1, batch_format="numpy", fn_kwargs={"fields": list(fields), "config": config}
+        cast(Any, _sign_parts), batch_size=1, batch_format="numpy", fn_kwargs={"fields": list(fields), "config": config}
     )
     signed = signed.materialize()
     done("read and sign")
