@@ -99,6 +99,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "request in flight 3x longer than the observed p99 latency gets one backup; at most 1%% of requests)",
     )
     add_batch_arguments(p)
+    add_ray_arguments(p)
+
+
+def add_ray_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("cluster (Ray): shards of the plan on many machines, one shared rate budget")
+    g.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="run on a Ray cluster: ADDRESS (host:6379), else $RAY_ADDRESS, else a private local instance "
+        "(loopback, no dashboard); --out must be on storage every node sees",
+    )
+    g.add_argument(
+        "--shards", type=int, help="shards of the plan (default: one per node, or one per CPU on a local instance)"
+    )
 
 
 def add_batch_arguments(p: argparse.ArgumentParser) -> None:
@@ -166,6 +182,16 @@ def run(args: argparse.Namespace) -> int:
         backup_requests=not args.no_backup_requests,
     )
 
+    if args.shards is not None and args.ray is None:
+        raise ConfigError("--shards needs --ray", hint="add --ray (a local instance) or --ray HOST:6379")
+    if args.ray is not None:
+        if args.batch:
+            raise ConfigError("--ray and --batch do not combine", hint="drop one of them")
+        from ..cluster.launch import run_generate_ray
+
+        final = aio.run(run_generate_ray(args, run_cfg, limit, retry, options))
+        print_final(final, sys.stdout)
+        return 0 if final.get("phase") == "done" else 1
     if args.batch:
         from .batch import run_generate_batch
 
