@@ -23,9 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -37,6 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import DataError, EngineError
+from ..staging import staged_dir
 from . import graph
 from .filter import EXACT, NEAR, DedupConfig, DedupFilter
 from .index import DedupIndex
@@ -367,21 +366,20 @@ def _first_engine_error(exc: BaseException) -> EngineError | None:
     return None
 
 
+def one_line(exc: BaseException) -> BaseException:
+    """What to raise for ``exc``: the engine error a worker raised, else a one-line DataError."""
+    found = _first_engine_error(exc)
+    if found is not None or isinstance(exc, KeyboardInterrupt | SystemExit):
+        return found if found is not None else exc
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return DataError(
+        f"the Ray pass failed: {type(exc).__name__}: {lines[-1] if lines else ''}",
+        hint="see the Ray logs under /tmp/ray/session_latest/logs",
+    )
+
+
 def default_partitions(rows: int, bands: int, cpus: int) -> int:
     return max(2 * cpus, math.ceil(rows * bands / ROWS_PER_PARTITION))
-
-
-def _swap_into(tmp: Path, out: Path) -> None:
-    """Replace ``out`` (a previous output, or nothing) with ``tmp`` by renames."""
-    if out.exists():
-        if not (out / MANIFEST).is_file():
-            raise DataError(f"{out} exists and is not a corpusforge dedup output", hint="choose another --out")
-        old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)
 
 
 def ray_dedup(
@@ -398,41 +396,30 @@ def ray_dedup(
 
     ``note`` receives one line per finished stage, with its seconds (progress and benchmarks).
     """
-    if out.exists() and not (out / MANIFEST).is_file():
-        raise DataError(f"{out} exists and is not a corpusforge dedup output", hint="choose another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
-    (tmp / DROPPED).mkdir(parents=True)
     try:
-        result = _run(parts, fields=fields, tmp=tmp, fmt=fmt, config=config, partitions=partitions, note=note)
-        manifest = {
-            "inputs": [str(p.path) for p in parts],
-            "fields": list(fields),
-            "mode": "components",
-            "threshold": config.threshold,
-            "num_perm": config.num_perm,
-            "shingles": config.shingle_mode,
-            "format": fmt,
-            "rows": result.rows,
-            "kept": result.kept,
-            "dropped": {EXACT: result.exact, NEAR: result.near},
-            "unchecked": result.unchecked,
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        _swap_into(tmp, out)
+        with staged_dir(out, marker=MANIFEST, what="dedup") as tmp:
+            (tmp / DROPPED).mkdir()
+            result = _run(parts, fields=fields, tmp=tmp, fmt=fmt, config=config, partitions=partitions, note=note)
+            manifest = {
+                "inputs": [str(p.path) for p in parts],
+                "fields": list(fields),
+                "mode": "components",
+                "threshold": config.threshold,
+                "num_perm": config.num_perm,
+                "shingles": config.shingle_mode,
+                "format": fmt,
+                "rows": result.rows,
+                "kept": result.kept,
+                "dropped": {EXACT: result.exact, NEAR: result.near},
+                "unchecked": result.unchecked,
+            }
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         return result
     except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        found = _first_engine_error(exc)
-        if found is exc or isinstance(exc, KeyboardInterrupt):
+        err = one_line(exc)
+        if err is exc:
             raise
-        if found is not None:
-            raise found from None
-        lines = [line for line in str(exc).splitlines() if line.strip()]
-        raise DataError(
-            f"the Ray dedup pass failed: {type(exc).__name__}: {lines[-1] if lines else ''}",
-            hint="see the Ray logs under /tmp/ray/session_latest/logs",
-        ) from exc
+        raise err from exc
 
 
 def _run(
