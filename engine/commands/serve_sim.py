@@ -62,6 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     batch.add_argument(
         "--batch-token-limit", type=int, default=None, help="enqueued prompt tokens before token_limit_exceeded"
     )
+    batch.add_argument(
+        "--batch-token-limit-on-create",
+        action="store_true",
+        help="refuse a batch over the limit at creation (HTTP 400) instead of failing it in validation",
+    )
     batch.add_argument("--batch-fail-every", type=int, default=0, metavar="K", help="every K-th batch fails validation")
     batch.add_argument(
         "--batch-expire-every", type=int, default=0, metavar="K", help="every K-th batch expires half done"
@@ -93,6 +98,7 @@ def sim_config(args: argparse.Namespace) -> SimConfig:
         batch_rps=args.batch_rps,
         batch_phase_s=args.batch_phase_s,
         batch_token_limit=args.batch_token_limit,
+        batch_token_limit_on_create=args.batch_token_limit_on_create,
         batch_fail_every=args.batch_fail_every,
         batch_expire_every=args.batch_expire_every,
         batch_error_rate=args.batch_error_rate,

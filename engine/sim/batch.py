@@ -307,6 +307,9 @@ class BatchSim:
                 "tokens. Please try again once some in_progress batches have been completed."
             )
             errors = [{"code": "token_limit_exceeded", "message": msg, "param": None, "line": None}]
+            if self.cfg.batch_token_limit_on_create:
+                self.state.batches_created -= 1
+                return _error(400, msg, "token_limit_exceeded")
         elif self.cfg.batch_expire_every and n % self.cfg.batch_expire_every == 0:
             fate = "expire"
         batch = _Batch(

@@ -56,6 +56,9 @@ class SimConfig:
     batch_phase_s: float = DEFAULT_BATCH_PHASE_S
     #: Enqueued prompt tokens (over batches not yet done) above which a new batch fails with token_limit_exceeded.
     batch_token_limit: int | None = None
+    #: Refuse such a batch at creation (HTTP 400, code token_limit_exceeded) instead of failing it in validation
+    #: (OpenAI's behaviour); some OpenAI-compatible servers do this.
+    batch_token_limit_on_create: bool = False
     #: Faults on demand: every k-th batch created fails validation / expires half done (0 = never).
     batch_fail_every: int = 0
     batch_expire_every: int = 0

@@ -77,6 +77,8 @@ def cli_args(cfg: SimConfig) -> list[str]:
     args += ["--batch-error-rate", str(cfg.batch_error_rate)]
     if cfg.batch_token_limit is not None:
         args += ["--batch-token-limit", str(cfg.batch_token_limit)]
+    if cfg.batch_token_limit_on_create:
+        args.append("--batch-token-limit-on-create")
     return args
 
 

@@ -91,6 +91,16 @@ async def test_enqueued_token_limit_is_learned_and_never_fails_the_run(tmp_path:
     assert {"event": "limit", "tokens": 4000} in events
 
 
+async def test_a_refusal_at_creation_is_learned_the_same_way(tmp_path: Path) -> None:
+    cfg = SimConfig(batch_phase_s=0.0, batch_token_limit=4000, batch_token_limit_on_create=True, seed=7)
+    async with running_sim(cfg) as sim:
+        final = await _generate(sim.url, tmp_path, n=200)
+        stats = await _sim_stats(sim.url)
+    _check_exactly(tmp_path, 200)
+    assert stats["token_limit_failures"] >= 1 and final["enqueued_token_limit"] == 4000
+    assert stats["executed_twice"] == 0 and final["batches_failed"] == 0
+
+
 async def test_a_server_without_the_batch_api_is_one_line_before_touching_out(tmp_path: Path) -> None:
     async with running_sim(SimConfig(batch_api=False)) as sim:
         with pytest.raises(NotFound) as info:

@@ -188,6 +188,18 @@ async def test_enqueued_token_limit_fails_the_batch_until_the_queue_drains() -> 
         assert summary["token_limit_failures"] == 1
 
 
+async def test_token_limit_can_refuse_at_creation_instead() -> None:
+    cfg = SimConfig(batch_phase_s=100.0, batch_token_limit=100, batch_token_limit_on_create=True)
+    async with running_sim(cfg) as sim, aiohttp.ClientSession() as s:
+        _, f = await _upload(s, sim.url, _jsonl([_line(f"a{i}") for i in range(10)]))
+        body = {"input_file_id": f["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+        async with s.post(sim.url + "/batches", json=body) as r:
+            assert r.status == 400
+            err = (await r.json())["error"]
+        assert err["code"] == "token_limit_exceeded" and "Limit: 100 enqueued tokens" in err["message"]
+        assert sim.batches.batches == {} and sim.batches.state.token_limit_failures == 1
+
+
 async def test_expired_batch_keeps_half_the_output_and_lists_the_rest_as_expired() -> None:
     clock = FakeClock()
     cfg = SimConfig(batch_rps=10, batch_phase_s=0.0, batch_expire_every=2)
@@ -293,7 +305,9 @@ def test_batch_config_is_validated_and_round_trips_through_cli_args() -> None:
         batch_fail_every=3,
         batch_expire_every=4,
         batch_error_rate=0.25,
+        batch_token_limit_on_create=True,
     )
     args = build_parser().parse_args(["serve-sim", *cli_args(cfg)])
     assert args.no_batch_api and args.batch_rps == 7 and args.batch_phase_s == 0.5 and args.batch_token_limit == 99
     assert args.batch_fail_every == 3 and args.batch_expire_every == 4 and args.batch_error_rate == 0.25
+    assert args.batch_token_limit_on_create
