@@ -254,6 +254,8 @@ class _Driver:
             shards=len(shards),
             shard_restarts=self.restarts,
         )
+        if self.job.local is not None:
+            snap["local_servers"] = len(self._server_urls)
         snap.update({k: v for k, v in self.budget_snap.items() if v is not None or k not in snap})
         nodes: dict[str, Counter[str]] = {}
         for s in shards.values():

@@ -90,9 +90,6 @@ async def run_generate_ray(
             max_connections=LOCAL_IN_FLIGHT_PER_NODE,
         )
         local = {"log_path": str(options.out_dir.resolve() / "nodes"), "host": "127.0.0.1"}
-        backend = os.environ.get("CORPUSFORGE_LOCAL_BACKEND")  # "sim": the tests' stand-in for the model
-        if backend:
-            local["backend"] = backend
         api_key_env = None
 
     from ..ray_cluster import connect

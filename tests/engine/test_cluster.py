@@ -197,3 +197,25 @@ async def test_an_unreachable_cluster_is_one_line_with_the_fix(tmp_path):
 async def test_bad_cluster_flags_are_one_line(tmp_path, extra, needle):
     code, _, err = await _cli(*_argv("http://127.0.0.1:9/v1", tmp_path / "o", 3), *extra, limit_s=60)
     assert code != 0 and needle in err and "Traceback" not in err
+
+
+async def test_local_model_runs_one_server_per_node_not_per_shard(ray_cluster, tmp_path):
+    """``--provider local``: the managed server (here its simulator backend) starts once on each node."""
+    from dataclasses import replace
+
+    from engine.cluster import run_cluster
+    from engine.cluster.driver import LOCAL_MODEL, LOCAL_URL
+
+    job = _job(LOCAL_URL, tmp_path / "out", 40, 4)
+    job = replace(
+        job,
+        provider=ProviderConfig(base_url=LOCAL_URL, model=LOCAL_MODEL, name="local", max_connections=8),
+        local={"backend": "sim", "log_path": str(tmp_path / "out" / "nodes")},
+    )
+    final = await run_cluster(job)
+    assert final["phase"] == "done"
+    _check_output(tmp_path / "out", 40)
+    nodes = {row["node"] for row in final["nodes"]}
+    assert final["local_servers"] == len(nodes) <= 2 < final["shards"]  # four shards, one server per node
+    manifests = [json.loads(p.read_text()) for p in (tmp_path / "out" / "shards").glob("[0-9]/manifest.json")]
+    assert {m["provider"]["base_url"] for m in manifests} == {LOCAL_URL}  # the per-node port is not pinned
