@@ -45,6 +45,8 @@ PRIOR_SAMPLE = 100
 CV_SIZES = (500, 1000, 3000)
 VARIANTS = ("a_old", "b_default", "c_clean", "d_prior_em", "d_prior_known")
 DEFAULT_DIR = Path("runs") / "bench-eval"
+#: run_all's time budget: embedding the test splits and 3,000 tweets once, then about 60 small fits.
+TIMEOUT_S = 1800
 
 
 def _stratified(labels: list[str], n: int, seed: int) -> list[int]:

@@ -9,7 +9,8 @@
   training data only, early stopping for the MLP);
 - ``cleaning`` when asked: what :mod:`evaluators.clean` dropped and the label-fidelity estimate before
   and after;
-- ``prior_corrected`` when a target label prior is given or estimated (:mod:`evaluators.prior`), kept
+- ``prior_corrected`` when a target label prior is given or estimated (:mod:`evaluators.prior`; the
+  probabilities are first calibrated by a temperature fitted on out-of-fold training predictions), kept
   apart from the plain score.
 """
 
@@ -116,12 +117,35 @@ def _brief_scores(predictions: Sequence[str], test_labels: Sequence[str], labels
     return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "per_class": m["per_class"]}
 
 
+def _temperature(head: Head, X_train: np.ndarray, train_labels: Sequence[str], config: EvalConfig) -> float:
+    """The temperature that calibrates the head's out-of-fold probabilities on its own training data."""
+    from .clean import out_of_fold_proba
+    from .prior import fit_temperature
+
+    C = float(head.choices.get("C", 1.0))
+    proba, judged, k = out_of_fold_proba(
+        X_train, train_labels, head.labels, seed=config.seed, C=C, class_weight=config.class_weight
+    )
+    if k == 0:
+        return 1.0
+    index = {label: i for i, label in enumerate(head.labels)}
+    targets = np.array([index[label] for label in train_labels], dtype=np.int64)
+    return fit_temperature(proba[judged], targets[judged])
+
+
 def _prior_corrections(
-    head: Head, proba: np.ndarray, train_labels: Sequence[str], test_labels: Sequence[str], config: EvalConfig
+    head: Head,
+    proba: np.ndarray,
+    X_train: np.ndarray,
+    train_labels: Sequence[str],
+    test_labels: Sequence[str],
+    config: EvalConfig,
 ) -> dict[str, Any]:
-    from .prior import adjust, em_prior, prior_vector, training_prior
+    from .prior import adjust, em_prior, prior_vector, temper, training_prior
 
     source = training_prior(train_labels, head.labels, config.class_weight)
+    temperature = _temperature(head, X_train, train_labels, config) if head.kind == "logreg" else 1.0
+    proba = temper(proba, temperature)
     out: dict[str, Any] = {}
     targets: list[tuple[str, np.ndarray, dict[str, Any]]] = []
     if config.prior is not None:
@@ -133,6 +157,7 @@ def _prior_corrections(
         pred = [head.labels[i] for i in adjust(proba, source, target).argmax(axis=1)]
         out[name] = {
             **info,
+            "temperature": round(temperature, 4),
             "prior": {label: round(float(v), 5) for label, v in zip(head.labels, target, strict=True)},
             "training_prior": {label: round(float(v), 5) for label, v in zip(head.labels, source, strict=True)},
             **_brief_scores(pred, test_labels, head.labels),
@@ -186,7 +211,7 @@ def evaluate(
     predictions = [head.labels[i] for i in proba.argmax(axis=1)]
     report = score_predictions(predictions, list(test_labels), head.labels) | report
     if config.prior is not None or config.prior_em:
-        report["prior_corrected"] = _prior_corrections(head, proba, all_labels, test_labels, config)
+        report["prior_corrected"] = _prior_corrections(head, proba, X_all, all_labels, test_labels, config)
     timings["score"] = round(time.perf_counter() - t, 3)
     report.update(
         {

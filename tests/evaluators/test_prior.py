@@ -81,3 +81,16 @@ def test_eval_cli_clean_and_prior_options(cache_env, tmp_path):
         "accuracy": 0.3,
         "macro_f1": pytest.approx(0.4615 / 4, abs=1e-3),
     }
+
+
+def test_temperature_undoes_under_confidence():
+    from evaluators.prior import fit_temperature, temper
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(4000, 3)) * 3
+    calibrated = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    targets = np.array([rng.choice(3, p=p) for p in calibrated])
+    under = temper(calibrated, 4.0)  # what a strongly regularised head gives
+    assert fit_temperature(under, targets) == pytest.approx(0.25, rel=0.1)
+    assert fit_temperature(calibrated, targets) == pytest.approx(1.0, rel=0.1)
+    np.testing.assert_allclose(temper(under, 0.25), calibrated, atol=1e-9)
