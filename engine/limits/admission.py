@@ -122,6 +122,13 @@ class AdmissionController:
         self._record(now, 1, tokens)
         return Ticket(tokens, now, self._requests_total, self._tokens_total)
 
+    def try_acquire(self, tokens: int = 0) -> Ticket | None:
+        """A ticket now if nobody waits and everything fits, else None (then :meth:`acquire` waits in line)."""
+        tokens = max(0, tokens)
+        if not self._gate and self._delay(tokens) == 0.0:
+            return self._admit(tokens)
+        return None
+
     async def acquire(self, tokens: int | Callable[[], int] = 0) -> Ticket:
         """Wait for a request slot, ``tokens`` of token budget and an in-flight slot, in FIFO order.
 

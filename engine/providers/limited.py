@@ -51,18 +51,21 @@ class RateLimitedProvider(Wrapper):
 
     async def complete(self, request: Request) -> Completion:
         sizer, asked, controller = self.sizer, request.max_tokens, self.controller
-        sent = asked
+        sized = sizer is not None and controller.tracks_tokens
+        sent = sizer.max_tokens(asked) if sized and sizer is not None else asked
+        ticket = controller.try_acquire(self.reserve(request, sent))  # the fast path: nobody waits, it fits
+        if ticket is None:
 
-        def reservation() -> int:
-            # Asked again each time the request reaches the head of the queue: a limit learned (the prompt is
-            # then counted) or a cap lowered while it waited changes what it needs.
-            nonlocal sent
-            sent = sizer.max_tokens(asked) if sizer is not None and controller.tracks_tokens else asked
-            return self.reserve(request, sent)
+            def reservation() -> int:
+                # Asked again each time the request reaches the head of the queue: a limit learned (the prompt
+                # is then counted) or a cap lowered while it waited changes what it needs.
+                nonlocal sent
+                sent = sizer.max_tokens(asked) if sizer is not None and controller.tracks_tokens else asked
+                return self.reserve(request, sent)
 
-        ticket = await controller.acquire(reservation)
+            ticket = await controller.acquire(reservation)
         completion = await self._settle(request, ticket, sent)
-        if sizer is not None and self._cut(sizer, request, asked, sent, completion):
+        if sizer is not None and controller.tracks_tokens and self._cut(sizer, request, asked, sent, completion):
             completion = await self._send(request, asked)
             self._cut(sizer, request, asked, asked, completion)
         return completion
