@@ -27,9 +27,12 @@ def test_eval_writes_report_and_model(cache_env, tmp_path, capsys):
     assert report["confusion"]["labels"] == ["food", "sports", "tech", "weather"]
     assert report["accuracy"] == pytest.approx(0.9)
     assert report["accuracy_seen_labels"] == 1.0
+    # the majority-class baseline (food, sports and tech tie at 3 of 10) and the head's choices are recorded
+    assert report["majority_baseline"]["accuracy"] == pytest.approx(0.3)
+    assert report["head_choices"]["class_weight"] == "none" and report["head_choices"]["C_chosen_by"] == "cv"
     assert (out / "model" / "model.onnx").exists()
     printed = capsys.readouterr().out
-    assert "macro-F1" in printed and "unseen" in printed
+    assert "macro-F1" in printed and "unseen" in printed and "majority-class baseline" in printed
 
 
 def test_eval_mixes_real_data_and_run_dirs(cache_env, tmp_path):
@@ -70,10 +73,33 @@ def test_score_writes_pred_and_probs(cache_env, tmp_path):
     assert main(["score", "--model", str(out / "model"), str(FIXTURES / "test.jsonl"), "--out", str(dest_csv)]) == 0
     with dest_csv.open() as f:
         table = list(csv.DictReader(f))
-    assert table[0]["pred"] == "sports" and json.loads(table[0]["probs"])["sports"] > 0.5
+    probs = json.loads(table[0]["probs"])
+    assert table[0]["pred"] == "sports" == max(probs, key=probs.get)
 
 
 def test_score_rejects_a_non_model_dir(tmp_path, capsys):
     code = main(["score", "--model", str(tmp_path), str(FIXTURES / "test.jsonl"), "--out", str(tmp_path / "o.jsonl")])
     assert code == 2
     assert "not a saved classifier" in capsys.readouterr().err
+
+
+def test_run_scores_synthetic_data_and_baselines_through_the_one_service(cache_env, tmp_path):
+    from engine.commands.run import evaluate_run
+    from evaluators.evaluate import EvalConfig
+
+    rows = [
+        json.loads(line)
+        for name in ("train.jsonl", "test.jsonl")
+        for line in (FIXTURES / name).read_text().splitlines()
+    ]
+    real = tmp_path / "real.jsonl"
+    real.write_text("".join(json.dumps(r) + "\n" for r in rows if r["label"] != "weather"))
+    task = tmp_path / "tiny.yaml"
+    labels = "\n".join(f"  {label}: {label} news" for label in ("food", "sports", "tech"))
+    task.write_text(f"name: tiny\ndescription: topics\nfields: [text]\nlabels:\n{labels}\nsource:\n  file: {real}\n")
+    report = evaluate_run(FIXTURES / "run", str(task), data_file=None, config=EvalConfig(class_weight="balanced"))
+    assert report["train"] == "synthetic" and report["n_train"] == 11
+    assert report["head_choices"]["class_weight"] == "balanced" and report["head_choices"]["C_chosen_by"] == "cv"
+    for name in ("real_same_size", "real_full"):
+        assert report["baselines"][name]["head_choices"]["class_weight"] == "balanced"
+    assert report["majority_baseline"]["accuracy"] < report["accuracy"]
