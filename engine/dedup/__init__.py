@@ -1,5 +1,6 @@
-"""Near-duplicate filtering: normalise, shingle, vectorised MinHash, the LSH index, the filter stage."""
+"""Near-duplicate filtering: normalise, shingle, vectorised MinHash, the LSH index, the filter stage, components."""
 
+from .components import Drop, components
 from .filter import DEFAULT_THRESHOLD, DedupConfig, DedupFilter, Reference, Signed
 from .index import DedupIndex, Match
 from .minhash import DEFAULT_NUM_PERM, DEFAULT_SCHEME, DEFAULT_SEED, Scheme, permutations, signatures, to_lean
@@ -15,6 +16,7 @@ __all__ = [
     "DedupConfig",
     "DedupFilter",
     "DedupIndex",
+    "Drop",
     "Match",
     "Records",
     "Reference",
@@ -22,6 +24,7 @@ __all__ = [
     "ShingleBatch",
     "ShingleMode",
     "Signed",
+    "components",
     "exact_key",
     "normalize",
     "permutations",
