@@ -1,8 +1,9 @@
 """CPU-only evaluation: ONNX encoder, classifier head, metrics, quality, experiments.
 
 The public names of the encoder, head, classifier, metrics and data modules are
-re-exported here; ``quality``, ``experiment`` and ``report`` are imported by
-their module path. Nothing here imports onnxruntime, torch or transformers
+re-exported here; ``evaluate`` (the one evaluation service behind ``run``,
+``eval`` and ``experiment``), ``clean``, ``prior``, ``quality``, ``grid``,
+``experiment`` and ``report`` are imported by their module path. Nothing here imports onnxruntime, torch or transformers
 until it is used.
 """
 
