@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import FatalError
 from ..pipeline import Work
 from ..plan import Planner
 from ..stats import Stats
@@ -54,8 +55,8 @@ class QuotaStage:
         if any(verdicts):
             work.keep_only(verdicts)
         for outcome in work.outcomes:
-            if outcome.error is not None and work.fatal is outcome.error:
-                continue  # a fatal error: the request is not done, a resumed run asks again
+            if isinstance(outcome.error, FatalError):
+                continue  # the run stops: the request is not done, a resumed run asks again
             request = outcome.request
             kept = kept_by_request.get(request.id, 0)
             planner.record(request.label or "", kept=kept)

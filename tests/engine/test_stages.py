@@ -128,7 +128,11 @@ async def test_run_consume_writes_the_batch_before_raising_a_fatal_error(tmp_pat
         assert planned is not None
         ok = outcome(planned.id, planned.label or "", reply(ARTICLE, planned.label or ""))
         ok.request = planned
+        denied = [outcome(f"tech-000000{k}", "tech", error=AuthError("bad key", status=401)) for k in range(3)]
         with pytest.raises(AuthError):
-            await run.consume([ok, outcome("tech-0000009", "tech", error=AuthError("bad key", status=401))])
+            await run.consume([ok, *denied])
     lines = (tmp_path / "run" / "data.jsonl").read_text().splitlines()
     assert [json.loads(line)["request_id"] for line in lines] == [planned.id]
+    # requests stopped by a fatal error are not done: none is journaled, so a resumed run asks again
+    journal = (tmp_path / "run" / "requests.jsonl").read_text().splitlines()
+    assert [json.loads(line)["request_id"] for line in journal] == [planned.id]
