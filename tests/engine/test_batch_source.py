@@ -91,6 +91,16 @@ async def test_enqueued_token_limit_is_learned_and_never_fails_the_run(tmp_path:
     assert {"event": "limit", "tokens": 4000} in events
 
 
+async def test_a_known_enqueued_token_limit_is_respected_without_refusals(tmp_path: Path) -> None:
+    cfg = SimConfig(batch_phase_s=0.0, batch_rps=2000, batch_token_limit=4000, seed=7)
+    known = BatchOptions(max_enqueued_tokens=4000, poll=FAST.poll)
+    async with running_sim(cfg) as sim:
+        final = await _generate(sim.url, tmp_path, n=120, batch=known)
+        stats = await _sim_stats(sim.url)
+    _check_exactly(tmp_path, 120)
+    assert stats["token_limit_failures"] == 0 and final["batches_submitted"] > 2
+
+
 async def test_a_refusal_at_creation_is_learned_the_same_way(tmp_path: Path) -> None:
     cfg = SimConfig(batch_phase_s=0.0, batch_token_limit=4000, batch_token_limit_on_create=True, seed=7)
     async with running_sim(cfg) as sim:
