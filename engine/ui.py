@@ -141,6 +141,18 @@ def _batch_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
+def _node_table(rows: list[dict[str, Any]]) -> Table:
+    """A cluster run (``generate --ray``): one row per node, the sums of the shards running there."""
+    table = Table(show_header=True, header_style="dim", box=None, padding=(0, 1))
+    names = ("node", "shards", "requests", "req/s", "in flight", "accepted", "429s")
+    keys = ("node", "shards", "requests", "requests_per_s", "in_flight", "accepted", "rate_limited")
+    for name in names:
+        table.add_column(name, justify="left" if name == "node" else "right")
+    for row in rows:
+        table.add_row(str(row.get("node", "")), *(_num(row.get(k), 1 if k == "requests_per_s" else 0) for k in keys[1:]))
+    return table
+
+
 def render(snap: Snapshot, *, elapsed: float | None = None, title: str = "corpusforge") -> RenderableType:
     """The live panel: two columns of figures and a progress bar for accepted/target."""
     d = derive(snap, elapsed)
@@ -161,6 +173,8 @@ def render(snap: Snapshot, *, elapsed: float | None = None, title: str = "corpus
         parts.append(bar)
     if isinstance(snap.get("batches"), list) and snap["batches"]:
         parts.append(_batch_table(snap["batches"]))
+    if isinstance(snap.get("nodes"), list) and snap["nodes"]:
+        parts.append(_node_table(snap["nodes"]))
     return Panel(Group(*parts), title=title, border_style="blue")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import ray
@@ -27,7 +28,9 @@ class BudgetActor:
         self.budget.shards += more
 
     def snapshot(self) -> dict[str, Any]:
-        return self.budget.snapshot()
+        snap = self.budget.snapshot()
+        snap["budget_cpu_s"] = round(time.process_time(), 3)
+        return snap
 
 
 def start_budget(limit: RateLimit, shards: int) -> Any:

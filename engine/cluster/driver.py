@@ -78,6 +78,7 @@ _SUMMED = (
     "rpm_used",
     "tpm_used",
     "examples_parsed",
+    "cpu_s",
 )
 LOCK = ".cluster.lock"
 #: The model name of ``--provider local`` until the node's server says its own.
@@ -135,6 +136,7 @@ class _Driver:
         self.t0 = time.monotonic()
         self.budget_snap: dict[str, Any] = {}
         self.merged: MergeResult | None = None
+        self.merge_s = 0.0
         self._servers: dict[str, Any] = {}
         self._server_urls: dict[str, tuple[str, str]] = {}
         self._server_lock = asyncio.Lock()
@@ -358,6 +360,7 @@ async def run_cluster(job: ClusterRun, *, view_factory: VIEW | None = None) -> d
                 refs = out / SHARDS_DIR / "kept.jsonl"
                 for round_ in range(MAX_TOPUPS + 1):
                     driver.phase = "merging"
+                    t_merge = time.monotonic()
                     merged = await asyncio.to_thread(
                         merge,
                         parts,
@@ -369,6 +372,7 @@ async def run_cluster(job: ClusterRun, *, view_factory: VIEW | None = None) -> d
                         references=refs,
                     )
                     driver.merged = merged
+                    driver.merge_s += time.monotonic() - t_merge
                     if job.run.balance:
                         short = {lb: q - merged.kept[lb] for lb, q in quota.items() if merged.kept[lb] < q}
                     else:
@@ -396,6 +400,7 @@ async def run_cluster(job: ClusterRun, *, view_factory: VIEW | None = None) -> d
         final["cross_shard_dropped_by_reason"] = dict(merged.dropped)
         final["per_shard_kept"] = merged.per_part
         final["limits"] = asdict(job.limit)
+        final["merge_s"] = round(driver.merge_s, 3)
         atomic_write_json(out / STATS, final)
         return final
     finally:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,7 @@ class ShardActor:
         from ..providers.openai import OpenAIProvider, make_session
         from ..sources.online import run_online
 
+        cpu0 = time.process_time()
         provider = spec.provider
         if base_url is not None:
             provider = replace(provider, base_url=base_url)
@@ -117,6 +119,7 @@ class ShardActor:
                     with contextlib.suppress(EngineError) if failed else contextlib.nullcontext():
                         active.store.write_stats(final)
         final["node"] = self.node()
+        final["cpu_s"] = round(time.process_time() - cpu0, 3)  # this shard's process: what a result cost here
         return final
 
 

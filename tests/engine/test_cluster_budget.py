@@ -194,3 +194,27 @@ async def test_shards_with_their_own_budgets_do_see_429s(tmp_path):
     """The contrast that shows the test above can fail: each shard learning the limit alone overshoots it."""
     separate_429, _ = await _run(tmp_path / "sep", 3, shared=False)
     assert separate_429 > 0
+
+
+def test_the_live_view_shows_a_row_per_node():
+    import io
+
+    from rich.console import Console
+
+    from engine.ui import render
+
+    snap = {
+        "phase": "generating",
+        "accepted": 5,
+        "target": 10,
+        "nodes": [
+            {"node": "n-one", "shards": 2, "requests": 10, "requests_per_s": 2.5, "accepted": 5, "rate_limited": 1},
+            {"node": "n-two", "shards": 1, "requests": 4, "requests_per_s": 1.0, "accepted": 0, "rate_limited": 0},
+        ],
+    }
+    buf = io.StringIO()
+    Console(file=buf, width=120).print(render(snap))
+    lines = buf.getvalue().splitlines()
+    one = next(line for line in lines if "n-one" in line).split()
+    assert one[1:8] == ["n-one", "2", "10", "2.5", "-", "5", "1"]
+    assert any("n-two" in line for line in lines)
