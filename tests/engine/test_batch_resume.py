@@ -87,3 +87,24 @@ def _kill_and_resume(tmp_path: Path, event: str, k: int) -> None:
 )
 def test_kill_at_every_step_then_resume(tmp_path: Path, event: str, k: int) -> None:
     _kill_and_resume(tmp_path, event, k)
+
+
+@pytest.mark.slow
+def test_killed_again_and_again_then_resumed(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cfg = SimConfig(batch_phase_s=0.05, batch_rps=400, batch_error_rate=0.05, batch_expire_every=3, seed=13)
+    with sim_process(cfg) as url:
+        first = _cli(url, out, "--batch-crash-before", "created:1")
+        assert first.returncode == -signal.SIGKILL, first.stderr[-2000:]
+        for step in ("downloaded:1", "ingested:1", "written:1", "created:1", "ingested:1"):
+            again = _cli(url, out, "--resume", "--batch-crash-before", step)
+            assert again.returncode == -signal.SIGKILL, again.stderr[-2000:]
+        last = _cli(url, out, "--resume")
+        assert last.returncode == 0, last.stderr[-2000:]
+        stats = _sim_stats(url)
+    data = list(read_jsonl(out / "data.jsonl"))
+    assert len(data) == N and len({row["id"] for row in data}) == N
+    assert stats["executed_twice"] == 0
+    journal = list(read_jsonl(out / "requests.jsonl"))
+    assert len(journal) == len({row["request_id"] for row in journal})
+    assert set(stats["answered_ids"]) <= {row["request_id"] for row in journal if row["status"] == "ok"}
