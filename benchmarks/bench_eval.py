@@ -254,9 +254,9 @@ def render(data: dict[str, Any]) -> str:
         lines += [*table(header, rows), ""]
         clean = get(t, "settings.real0.c_clean") or {}
         lines += [
-            f"Cleaning (synthetic only) kept {fmt(clean.get('kept'))} of {fmt(get(t, 'synthetic.n'))}; label-fidelity "
-            f"estimate {fmt(clean.get('fidelity_before'))} -> {fmt(clean.get('fidelity_after'))}. C chosen by CV "
-            f"(synthetic only): {fmt(get(t, 'settings.real0.b_default.C'))}.",
+            f"Synthetic only, means over seeds: cleaning kept {fmt(clean.get('kept'))} of "
+            f"{fmt(get(t, 'synthetic.n'))} examples, label-fidelity estimate {fmt(clean.get('fidelity_before'))} -> "
+            f"{fmt(clean.get('fidelity_after'))}; the C chosen by cross-validation {fmt(get(t, 'settings.real0.b_default.C'))}.",
             "",
         ]
     cv = get(data, "cv_cost.by_n") or {}
