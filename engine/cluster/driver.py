@@ -258,6 +258,8 @@ class _Driver:
         )
         if self.job.local is not None:
             snap["local_servers"] = len(self._server_urls)
+        if self.finals:  # the longest shard's time generating (its model server and imports not counted)
+            snap["generating_s"] = max(float(f.get("generating_s", 0.0) or 0.0) for f in self.finals.values())
         snap.update({k: v for k, v in self.budget_snap.items() if v is not None or k not in snap})
         nodes: dict[str, Counter[str]] = {}
         for s in shards.values():

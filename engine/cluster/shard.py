@@ -108,6 +108,7 @@ class ShardActor:
                 controller = LeasedAdmission(spec.limit, lease, shard=_shard_key(spec))
                 self._run, self._controller = active, controller
                 failed = True
+                t_gen = time.monotonic()
                 try:
                     await run_online(
                         active, base, limit=spec.limit, retry=spec.retry, workers=spec.workers, controller=controller
@@ -116,6 +117,7 @@ class ShardActor:
                 finally:
                     await controller.aclose()
                     final = active.final_snapshot()
+                    final["generating_s"] = round(time.monotonic() - t_gen, 3)
                     with contextlib.suppress(EngineError) if failed else contextlib.nullcontext():
                         active.store.write_stats(final)
         final["node"] = self.node()

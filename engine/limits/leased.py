@@ -144,6 +144,10 @@ class Budget:
         requests, tokens, retry_in = 0.0, 0.0, 0.0
         pause = max(0.0, self._paused_until - now)
         marks = (self.granted["requests"], self.granted["tokens"])
+        if self._rpm is None:
+            requests = math.inf  # no limit known: nothing to lease (the in-flight cap governs)
+        if self._tpm is None:
+            tokens = math.inf
         if pause > 0 and (want_r or want_t):
             retry_in = pause
         else:
@@ -451,8 +455,8 @@ class LeasedAdmission(AdmissionController):
             self._used_r = 0.0
         if grant.tokens > 0 or math.isinf(grant.tokens) or old is None:
             self._used_t = 0.0
-        self._allow_r = _add(self._allow_r, grant.requests, old.requests if old else 0.0)
-        self._allow_t = _add(self._allow_t, grant.tokens, old.tokens if old else 0.0)
+        self._allow_r = _add(self._allow_r, grant.requests, limited=grant.rpm_limit is not None)
+        self._allow_t = _add(self._allow_t, grant.tokens, limited=grant.tpm_limit is not None)
         if grant.pause_s > 0:
             self.pause(grant.pause_s)
         self._concurrency = grant.concurrency
@@ -521,10 +525,8 @@ class LeasedAdmission(AdmissionController):
         return snap
 
 
-def _add(held: float, granted: float, before: float) -> float:
-    """The allowance after a grant: ``inf`` means no limit; a finite grant after an unlimited one replaces it."""
-    if math.isinf(granted):
+def _add(held: float, granted: float, *, limited: bool) -> float:
+    """The allowance after a grant: ``inf`` while no limit is known; the first finite grant replaces ``inf``."""
+    if not limited or math.isinf(granted):
         return math.inf
-    if math.isinf(held) or math.isinf(before):
-        return granted
-    return held + granted
+    return (0.0 if math.isinf(held) else held) + granted

@@ -144,6 +144,24 @@ async def test_a_leased_controller_admits_from_its_allowance_and_returns_the_res
     assert level == 40 and 600 - budget._rpm.refill() == pytest.approx(25, abs=0.5)
 
 
+async def test_while_no_limit_is_known_reports_do_not_take_the_allowance_away():
+    budget = Budget(limit=RateLimit(), shards=1)
+    asked = 0
+
+    async def lease(report: Report):
+        nonlocal asked
+        asked += report.want_requests
+        return budget.lease(report)
+
+    controller = LeasedAdmission(RateLimit(), lease, shard=0, report_every_s=0.005)
+    controller.release(await controller.acquire())
+    await asyncio.sleep(0.05)  # several reports without a want go and come back
+    for _ in range(20):
+        controller.release(await controller.acquire())
+    await controller.aclose()
+    assert asked == 1 and budget.leases > 3
+
+
 # -- shards against the simulator -----------------------------------------------------------------
 
 RPM = 600
