@@ -219,3 +219,27 @@ async def test_local_model_runs_one_server_per_node_not_per_shard(ray_cluster, t
     assert final["local_servers"] == len(nodes) <= 2 < final["shards"]  # four shards, one server per node
     manifests = [json.loads(p.read_text()) for p in (tmp_path / "out" / "shards").glob("[0-9]/manifest.json")]
     assert {m["provider"]["base_url"] for m in manifests} == {LOCAL_URL}  # the per-node port is not pinned
+
+
+async def test_the_api_key_reaches_the_shards_through_the_environment_only(ray_cluster, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from engine.cluster import ShardSpec, run_cluster
+
+    key = "sk-cluster-test-0123456789abcdef"
+    monkeypatch.setenv("CF_TEST_KEY", key)  # set after the cluster started: its workers do not inherit it
+    out = tmp_path / "out"
+    async with running_sim(SimConfig(require_key=key, seed=17)) as sim:
+        job = replace(_job(sim.url, out, 12, 2), api_key_env="CF_TEST_KEY")
+        final = await run_cluster(job)
+        assert sim.state.unauthorized == 0
+    assert final["phase"] == "done"
+    _check_output(out, 12)
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert key not in path.read_text(errors="replace"), path
+    with pytest.raises(ValueError, match="never carries the API key"):
+        ShardSpec(
+            name="0", index=0, count=1, run=job.run, provider=ProviderConfig(base_url=sim.url, model="m", api_key=key),
+            api_key_env=None, limit=job.limit, retry=job.retry, out_dir=out, dedup=None,
+        )  # fmt: skip
