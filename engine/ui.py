@@ -149,7 +149,9 @@ def _node_table(rows: list[dict[str, Any]]) -> Table:
     for name in names:
         table.add_column(name, justify="left" if name == "node" else "right")
     for row in rows:
-        table.add_row(str(row.get("node", "")), *(_num(row.get(k), 1 if k == "requests_per_s" else 0) for k in keys[1:]))
+        table.add_row(
+            str(row.get("node", "")), *(_num(row.get(k), 1 if k == "requests_per_s" else 0) for k in keys[1:])
+        )
     return table
 
 
