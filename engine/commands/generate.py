@@ -184,6 +184,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.shards is not None and args.ray is None:
         raise ConfigError("--shards needs --ray", hint="add --ray (a local instance) or --ray HOST:6379")
+    if args.resume and args.ray is None and '"cluster"' in (args.out / "manifest.json").read_text(errors="replace"):
+        raise ConfigError(f"{args.out} was generated with --ray", hint="resume it with --ray (and the same --shards)")
     if args.ray is not None:
         if args.batch:
             raise ConfigError("--ray and --batch do not combine", hint="drop one of them")

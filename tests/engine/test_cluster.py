@@ -243,3 +243,11 @@ async def test_the_api_key_reaches_the_shards_through_the_environment_only(ray_c
             name="0", index=0, count=1, run=job.run, provider=ProviderConfig(base_url=sim.url, model="m", api_key=key),
             api_key_env=None, limit=job.limit, retry=job.retry, out_dir=out, dedup=None,
         )  # fmt: skip
+
+
+async def test_a_cluster_run_resumed_without_ray_says_to_add_it(tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "manifest.json").write_text(json.dumps({"version": 1, "cluster": {"shards": 2}}))
+    code, _, err = await _cli(*_argv("http://127.0.0.1:9/v1", out, 3), "--resume", limit_s=60)
+    assert code != 0 and "was generated with --ray" in err and "Traceback" not in err
