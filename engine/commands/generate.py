@@ -134,6 +134,17 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-crash-before", default=None, help=argparse.SUPPRESS)  # resume tests: EVENT[:K]
 
 
+def _made_with_ray(out: Path) -> bool:
+    """Whether the run in ``out`` is a cluster run (its manifest names the shard count)."""
+    import json
+
+    try:
+        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False  # the store says what is wrong with it
+    return isinstance(manifest, dict) and isinstance(manifest.get("cluster"), dict)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..config import RateLimit, RetryPolicy, RunConfig
     from ..dedup import DedupConfig
@@ -184,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.shards is not None and args.ray is None:
         raise ConfigError("--shards needs --ray", hint="add --ray (a local instance) or --ray HOST:6379")
-    if args.resume and args.ray is None and '"cluster"' in (args.out / "manifest.json").read_text(errors="replace"):
+    if args.resume and args.ray is None and _made_with_ray(args.out):
         raise ConfigError(f"{args.out} was generated with --ray", hint="resume it with --ray (and the same --shards)")
     if args.ray is not None:
         if args.batch:
