@@ -36,6 +36,9 @@ import psutil
 from .markdown import Headline, fmt, table
 from .record import write_results
 
+# read by ray when it is imported (whoever imports it first): its node-IP detection stays on loopback
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 #: The server's limit (never given to the client) and the steady seconds after its first minute's burst.
 RPM_LIMIT = 600
 STEADY_S = float(os.environ.get("BENCH_STEADY_S", "40"))
@@ -161,7 +164,6 @@ async def on_ray(url: str, out: Path, n: int, shards: int, *, local: dict[str, A
 
 @contextlib.contextmanager
 def cluster(nodes: int, cpus: int = 1) -> Iterator[Any]:
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # ray's node-IP detection stays on loopback
     import ray
     from ray.cluster_utils import Cluster
 
