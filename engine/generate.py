@@ -9,10 +9,12 @@ objects and calls it.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from .config import ProviderConfig, RateLimit, RetryPolicy, RunConfig
 from .errors import EngineError
+from .providers.base import Provider
 from .providers.openai import OpenAIProvider, make_session
 from .run import GenerateOptions, manifest_for, open_run
 from .sources.online import ViewFactory, preflight, run_online
@@ -32,8 +34,13 @@ async def generate(
     *,
     stats: Stats | None = None,
     view_factory: ViewFactory | None = None,
+    wrap_base: Callable[[Provider], Provider] | None = None,
 ) -> dict[str, Any]:
-    """Run one generation into ``options.out_dir``; return the final stats snapshot."""
+    """Run one generation into ``options.out_dir``; return the final stats snapshot.
+
+    ``wrap_base`` wraps the vendor provider for the run (not for the preflight): e.g. the managed local
+    server's ``SupervisedProvider``, so a request waits for a restart instead of spending its retries.
+    """
     task = load_task(run.task)  # a wrong task name is the first thing to say, before any connection
     async with make_session(provider_cfg) as session:
         base = OpenAIProvider(session, provider_cfg)
@@ -47,7 +54,7 @@ async def generate(
             try:
                 await run_online(
                     active,
-                    base,
+                    wrap_base(base) if wrap_base is not None else base,
                     limit=limit,
                     retry=retry,
                     workers=options.workers,

@@ -175,7 +175,7 @@ async def run_generate_batch(
         poll=PollPolicy(initial_s=args.batch_poll_s),
         crash_before=_crash_before(args.batch_crash_before),
     )
-    async with provider_context(args, provider_factory(args), options.out_dir) as provider_cfg:
+    async with provider_context(args, provider_factory(args), options.out_dir) as (provider_cfg, _):
         view = _view_factory(options.progress)
         return await generate_batch(run_cfg, provider_cfg, limit, retry, options, batch, view_factory=view)
 
