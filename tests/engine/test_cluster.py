@@ -101,8 +101,12 @@ async def test_a_killed_shard_worker_is_restarted_from_its_journal(ray_cluster, 
         pid = int((shard / ".lock").read_text().split()[0])  # the store writes its writer's PID there
         os.kill(pid, signal.SIGKILL)
         final = await asyncio.wait_for(run, 120)
+        paid = sim.state.ok
     assert final["phase"] == "done" and final["shard_restarts"] >= 1
     _check_output(out, 80)
+    # what the killed worker had in flight was paid for and lost: at most the in-flight cap (8), nothing more
+    journaled = sum(len(rows(j)) for j in (out / "shards").glob("*/requests.jsonl"))
+    assert 0 <= paid - journaled <= 8
 
 
 async def test_a_node_removed_mid_run_its_shard_finishes_elsewhere(ray_cluster, tmp_path):
@@ -120,11 +124,14 @@ async def test_a_node_removed_mid_run_its_shard_finishes_elsewhere(ray_cluster, 
             ray_cluster.remove_node(extra, allow_graceful=False)
             extra = None
             final = await asyncio.wait_for(run, 180)
+            paid = sim.state.ok
     finally:
         if extra is not None:
             ray_cluster.remove_node(extra)
     assert final["phase"] == "done" and final["shard_restarts"] >= 1
     _check_output(out, 90)
+    journaled = sum(len(rows(j)) for j in (out / "shards").glob("*/requests.jsonl"))
+    assert 0 <= paid - journaled <= 8  # the removed node's requests in flight, at most
 
 
 async def _cli(*args: str, env: dict[str, str] | None = None, limit_s: float = 120.0) -> tuple[int, str, str]:
