@@ -94,7 +94,7 @@ async def test_a_killed_shard_worker_is_restarted_from_its_journal(ray_cluster, 
     from engine.cluster import run_cluster
 
     out = tmp_path / "out"
-    async with running_sim(SimConfig(latency_ms=60, seed=12)) as sim:
+    async with running_sim(SimConfig(latency_ms=150, seed=12)) as sim:
         run = asyncio.ensure_future(run_cluster(_job(sim.url, out, 80, 2)))
         shard = out / "shards" / "1"
         await _until(lambda: len(rows(shard / "data.jsonl")) >= 8)
@@ -116,7 +116,7 @@ async def test_a_node_removed_mid_run_its_shard_finishes_elsewhere(ray_cluster, 
     ray_cluster.wait_for_nodes()
     out = tmp_path / "out"
     try:
-        async with running_sim(SimConfig(latency_ms=60, seed=13)) as sim:
+        async with running_sim(SimConfig(latency_ms=150, seed=13)) as sim:
             # three shards of one CPU on three nodes of one CPU: one of them runs on the extra node
             run = asyncio.ensure_future(run_cluster(_job(sim.url, out, 90, 3)))
             shards = [out / "shards" / str(k) / "data.jsonl" for k in range(3)]
@@ -153,7 +153,7 @@ def _argv(url: str, out: Path, n: int) -> list[str]:
 async def test_the_driver_killed_and_resumed_finishes_every_shard(ray_cluster, tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "RAY_ADDRESS": ray_cluster.address}
-    async with running_sim(SimConfig(latency_ms=60, seed=14)) as sim:
+    async with running_sim(SimConfig(latency_ms=200, seed=14)) as sim:
         argv = [*_argv(sim.url, out, 80), "--ray", "--shards", "2"]
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "engine", *argv, cwd=ROOT, env=env,
