@@ -258,3 +258,32 @@ async def test_a_cluster_run_resumed_without_ray_says_to_add_it(tmp_path):
     (out / "manifest.json").write_text(json.dumps({"version": 1, "cluster": {"shards": 2}}))
     code, _, err = await _cli(*_argv("http://127.0.0.1:9/v1", out, 3), "--resume", limit_s=60)
     assert code != 0 and "was generated with --ray" in err and "Traceback" not in err
+
+
+async def test_a_local_instance_listens_on_loopback_only_without_a_dashboard():
+    """What `generate --ray` without an address starts: every TCP listener of its processes is on 127.0.0.1."""
+    script = (
+        "import psutil\n"
+        "from engine.ray_cluster import connect\n"
+        "connect(None, num_cpus=1)\n"
+        "for p in [psutil.Process(), *psutil.Process().children(recursive=True)]:\n"
+        "    try:\n"
+        "        conns = p.net_connections(kind='inet')\n"
+        "    except psutil.Error:\n"
+        "        continue\n"
+        "    for c in conns:\n"
+        "        if c.status == psutil.CONN_LISTEN:\n"
+        "            print('LISTEN', c.laddr.ip, c.laddr.port, p.name())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()
+    listeners = [line.split() for line in out.decode().splitlines() if line.startswith("LISTEN")]
+    assert listeners  # the GCS at least
+    for _, ip, port, name in listeners:
+        assert ip in ("127.0.0.1", "::ffff:127.0.0.1", "::1"), (ip, port, name)
+        assert port != "8265", name  # no dashboard
