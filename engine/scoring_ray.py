@@ -130,7 +130,7 @@ def ray_score(
                     batch_size=ACTOR_BATCH,
                     batch_format="numpy",
                     fn_constructor_kwargs={"model": str(model), "threads": threads, "batch_size": batch_size},
-                    concurrency=pool,
+                    compute=rd.ActorPoolStrategy(size=pool),
                     num_cpus=threads,
                 )
                 .groupby("part", num_partitions=max(1, min(len(paths), 4 * pool)))
