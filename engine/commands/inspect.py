@@ -52,6 +52,25 @@ def _embedder(variant: str) -> Any:
         return None, str(exc)
 
 
+def _duplicate_ids(path: Path) -> int:
+    """Lines of a data file (or a run's data.jsonl) whose id repeats an earlier line's: two writers were at work."""
+    from engine.store import read_jsonl
+
+    data = path / "data.jsonl" if path.is_dir() else path
+    if data.suffix != ".jsonl" or not data.exists():
+        return 0
+    seen: set[str] = set()
+    repeats = 0
+    for row in read_jsonl(data):
+        key = str(row.get("id", ""))
+        if not key:
+            continue
+        if key in seen:
+            repeats += 1
+        seen.add(key)
+    return repeats
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -109,6 +128,13 @@ def run(args: argparse.Namespace) -> int:
     for label, count in q["balance"]["counts"].items():
         counts.add_row(label, str(count), *([fmt(fid.get(label))] if fid else []))
     console.print(counts)
+    repeats = _duplicate_ids(args.path)
+    q["duplicate_ids"] = repeats
+    if repeats:
+        console.print(
+            f"[bold red]{repeats} lines repeat the id of an earlier line[/bold red] (written twice, e.g. by two "
+            "processes on one run directory): keep the first of each with `corpusforge dedup` or remove them"
+        )
     if embed is None:
         console.print(f"[dim]embedding-based metrics skipped: {why}[/dim]")
     elif real_texts is None:

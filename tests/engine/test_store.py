@@ -4,8 +4,8 @@ import os
 import pytest
 
 from engine.errors import ConfigError
-from engine.store import RunStore, read_jsonl
 from engine.runstate import RunState
+from engine.store import RunStore, read_jsonl
 from engine.types import Example
 
 
@@ -162,3 +162,15 @@ def test_discard_removes_only_a_new_directory_without_results(tmp_path):
         store.write_batch(accepted=[], rejected=[], failures=[], journal=[{"request_id": "x", "label": "sport"}])
         store.discard()
     assert (tmp_path / "paid" / "requests.jsonl").exists()
+
+
+def test_inspect_reports_duplicate_ids_in_a_run(tmp_path, capsys):
+    from engine.cli import main
+
+    with RunStore(tmp_path) as store:
+        store.open(manifest(), resume=False)
+        for _ in range(2):  # the same examples written twice, as two writers on one directory did
+            store.write_batch(accepted=[ex("sport-0000000", 0), ex("tech-0000000", 0, "tech")], rejected=[],
+                              failures=[], journal=[])  # fmt: skip
+    assert main(["inspect", str(tmp_path), "--no-embed"]) == 0
+    assert "2 lines repeat the id of an earlier line" in capsys.readouterr().out
