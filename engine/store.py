@@ -222,7 +222,9 @@ class RunStore:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise ConfigError(f"cannot lock {self.dir / LOCK}: {exc.strerror}", hint="choose another --out") from exc
+                raise ConfigError(
+                    f"cannot lock {self.dir / LOCK}: {exc.strerror}", hint="choose another --out"
+                ) from exc
             raise ConfigError(
                 f"{self.dir} is in use by another corpusforge process (PID {holder})",
                 hint="a run directory has one writer: wait for that process to end, or stop it, then --resume",

@@ -1,6 +1,5 @@
-"""The stages of a run's chain, in the order a batch meets them (see ``engine.pipeline``)::
-
-    ParseStage ► CheckStage ► DedupStage ► QuotaStage ► StoreStage
+"""The stages of a run's chain, in the order a batch meets them (see ``engine.pipeline``):
+``ParseStage``, ``CheckStage``, ``DedupStage``, ``QuotaStage``, ``StoreStage``.
 """
 
 from __future__ import annotations
