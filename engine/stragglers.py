@@ -7,8 +7,10 @@ learns the latency distribution from the requests that succeed and calls a
 request a straggler when it has been in flight longer than ``factor`` times the
 observed 99th percentile (and at least ``min_s``). An idle worker then sends a
 *backup*: the same request once more; whichever answer arrives first is used
-and the other is discarded. Backups are capped at ``budget`` of the requests
-sent, and each one is counted (``backup_requests``), since it may be billed.
+and the others are discarded. A backup that straggles in turn gets another, up
+to ``max_copies`` sends of one request. Backups are capped at ``budget`` of the
+requests sent, and each one is counted (``backup_requests``), since it may be
+billed.
 
 When the run is done, requests still in flight are collected only up to the
 same deadline; the ones abandoned are counted too (``abandoned_in_flight``).
@@ -41,21 +43,25 @@ class BackupPolicy:
     min_s: float = 1.0
     #: Successful requests observed before anything is called a straggler.
     min_observations: int = 20
+    #: Most sends of one request (the first and its backups).
+    max_copies: int = 3
 
     def __post_init__(self) -> None:
         if not 0 <= self.budget <= 1:
             raise ValueError("budget must be within 0..1")
-        if self.factor < 1 or self.min_s < 0 or self.min_observations < 1:
-            raise ValueError("factor >= 1, min_s >= 0 and min_observations >= 1")
+        if self.factor < 1 or self.min_s < 0 or self.min_observations < 1 or self.max_copies < 1:
+            raise ValueError("factor >= 1, min_s >= 0, min_observations >= 1 and max_copies >= 1")
 
 
 class _Flight:
-    __slots__ = ("backed_up", "request", "started")
+    __slots__ = ("copies", "last_sent", "request", "started")
 
     def __init__(self, request: Request, started: float) -> None:
         self.request = request
         self.started = started
-        self.backed_up = False
+        #: When the latest copy went out, and how many copies did.
+        self.last_sent = started
+        self.copies = 1
 
 
 class Stragglers:
@@ -108,30 +114,33 @@ class Stragglers:
         return max(self.policy.min_s, self.policy.factor * self._p99)
 
     def next_check_in(self) -> float | None:
-        """Seconds until the oldest request not yet backed up becomes a straggler (None: nothing to watch)."""
+        """Seconds until the oldest request that may still get a copy becomes a straggler (None: nothing to watch)."""
         deadline = self.deadline()
         if deadline is None or not self.policy.enabled or not self._flights:
             return None
-        now = self._clock()
-        oldest = min((f.started for f in self._flights.values() if not f.backed_up), default=None)
+        most = self.policy.max_copies
+        oldest = min((f.last_sent for f in self._flights.values() if f.copies < most), default=None)
         if oldest is None:
             return None
-        return max(0.0, oldest + deadline - now)
+        return max(0.0, oldest + deadline - self._clock())
 
     def pick(self) -> Request | None:
-        """The oldest straggler without a backup yet, if the budget allows one more."""
+        """The straggler whose latest copy went out longest ago, if it may have one more and the budget allows."""
         policy = self.policy
         deadline = self.deadline()
         if not policy.enabled or deadline is None or self.backups + 1 > max(1.0, policy.budget * self.sent):
             return None
-        cutoff = self._clock() - deadline
+        now = self._clock()
+        cutoff = now - deadline
         best: _Flight | None = None
         for flight in self._flights.values():
-            if not flight.backed_up and flight.started <= cutoff and (best is None or flight.started < best.started):
+            late = flight.copies < policy.max_copies and flight.last_sent <= cutoff
+            if late and (best is None or flight.last_sent < best.last_sent):
                 best = flight
         if best is None:
             return None
-        best.backed_up = True
+        best.copies += 1
+        best.last_sent = now
         self.backups += 1
         return best.request
 

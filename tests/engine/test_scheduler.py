@@ -186,3 +186,29 @@ async def test_backups_stay_within_their_budget_and_can_be_turned_off():
     assert len(provider.sent) == 42
     provider, scheduler, seen = await run(BackupPolicy(enabled=False))
     assert scheduler.stragglers.backups == 0 and len(provider.sent) == 40
+
+
+async def test_a_backup_that_straggles_in_turn_gets_another():
+    from engine.stragglers import BackupPolicy
+
+    class TwiceStuck(StragglingProvider):
+        async def complete(self, request: Request) -> Completion:
+            sends = self.sent.count(request.id)
+            self.sent.append(request.id)
+            if request.id in self.hang and sends < 2:  # the first send and the first backup both hang
+                await asyncio.Event().wait()
+            await asyncio.sleep(0.001)
+            return Completion(request_id=request.id, text=f"answer {request.id}")
+
+    provider = TwiceStuck(hang={"r30"})
+    seen: list[str] = []
+
+    async def consume(batch: list[Outcome]) -> bool:
+        seen.extend(o.request.id for o in batch)
+        return len(seen) >= 40
+
+    policy = BackupPolicy(min_s=0.02, factor=2.0, min_observations=5, budget=0.1)
+    scheduler = Scheduler(provider, workers=4, linger_s=0, backups=policy)
+    await asyncio.wait_for(scheduler.run(source_of(40), consume), 10)
+    assert sorted(seen) == sorted(f"r{k}" for k in range(40))
+    assert provider.sent.count("r30") == 3 and scheduler.stragglers.backups == 2
