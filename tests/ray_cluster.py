@@ -19,12 +19,14 @@ import pytest
 NODES = 2
 CPUS_PER_NODE = 1
 
+# ray reads this when it is imported and then resolves "127.0.0.1" in an address to the machine's outward IP unless
+# it is "0"; set when this plugin loads, before any test module (some import ray at module level) is collected
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[Any]:
     """The shared cluster (``ray.cluster_utils.Cluster``), connected; shut down at the end of the session."""
-    # ray resolves "127.0.0.1" in an address to the machine's outward IP unless told to stay on loopback
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
     from ray.cluster_utils import Cluster
 
