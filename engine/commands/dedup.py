@@ -194,6 +194,9 @@ def _run_ray(args: argparse.Namespace, config: Any) -> int:
         )
     if args.rejects is not None:
         raise ConfigError("--ray writes dropped records to OUT/dropped/", hint="drop --rejects")
+    for flag in ("num_cpus", "partitions"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     if args.out.suffix.lower() in (".jsonl", ".csv", ".parquet", ".ndjson"):
         raise ConfigError(f"with --ray, --out is a folder, got {args.out}", hint="name a folder, e.g. --out deduped/")
     parts = inspect_parts(expand_inputs(args.inputs))
