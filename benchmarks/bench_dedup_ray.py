@@ -18,7 +18,7 @@ on the same texts with a classifier trained by ``corpusforge eval`` on the test 
 predictions.
 
 Run: ``python -m benchmarks.bench_dedup_ray [--docs 1000000] [--score-texts 20000]``;
-writes ``benchmarks/results/dedup_ray.json`` (``--name`` to write elsewhere, e.g. dedup_ray_1m).
+writes ``benchmarks/results/dedup_ray.json`` (other sizes: ``benchmarks/results/sizes/dedup_ray_DOCS.json``).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from .markdown import Headline, fmt, get, ratio, table
-from .record import write_results
+from .record import RESULTS_DIR, write_results
 
 DOCS = 200_000
 PARTS = 8
@@ -309,7 +309,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--partitions", type=int, default=None)
     ap.add_argument("--score-texts", type=int, default=SCORE_TEXTS, help="0 skips the scoring comparison")
     ap.add_argument("--skip-greedy", action="store_true")
-    ap.add_argument("--name", default="dedup_ray")
     args = ap.parse_args(argv)
 
     texts, family, planted = make_corpus(args.docs)
@@ -342,7 +341,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "agreement_ray_vs_single_components": agreement(ray["drops"], single["drops"], n),
         "scoring": scoring,
     }
-    write_results(args.name, results)
+    # the default size is this benchmark's result; other sizes go beside it, in results/sizes/
+    if n == DOCS:
+        write_results("dedup_ray", results)
+    else:
+        write_results(f"dedup_ray_{n}", results, RESULTS_DIR / "sizes")
     print(render(results))
     return results
 
