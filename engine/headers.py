@@ -15,6 +15,7 @@ from email.utils import parsedate_to_datetime
 
 __all__ = [
     "RATE_LIMIT_HEADERS",
+    "bucket_level",
     "format_duration",
     "parse_duration",
     "parse_number",
@@ -78,6 +79,20 @@ def parse_number(value: str | None) -> float | None:
     except ValueError:
         return None
     return number if math.isfinite(number) and number >= 0 else None
+
+
+def bucket_level(remaining: float | None, reset_s: float | None, capacity: float) -> float:
+    """How full a server's per-minute bucket is, from ``x-ratelimit-remaining-*`` and ``-reset-*``.
+
+    ``remaining`` is rounded down; the time until the bucket is full again carries the fraction, so
+    ``capacity - reset * rate`` is used when it agrees with ``remaining`` to within one.
+    """
+    precise = None if reset_s is None else capacity - reset_s * capacity / 60.0
+    if remaining is None:
+        return precise if precise is not None else 0.0
+    if precise is not None and remaining <= precise < remaining + 1:
+        return precise
+    return remaining
 
 
 def parse_retry_after(headers: Mapping[str, str], wall: Callable[[], float] = time.time) -> float | None:

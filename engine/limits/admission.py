@@ -26,7 +26,7 @@ from typing import Any
 
 from ..config import RateLimit
 from ..errors import RateLimited, RetryableError
-from ..headers import parse_duration, parse_number, parse_retry_after
+from ..headers import bucket_level, parse_duration, parse_number, parse_retry_after
 from .bucket import Bucket, Clock, Gate, Sleep
 
 __all__ = [
@@ -222,14 +222,7 @@ class AdmissionController:
         if ticket.requests_mark < self._synced[kind]:
             return False  # an older snapshot than the one we already trust
         server_rate = server_cap / 60.0
-        # ``remaining`` is rounded down; the time until the bucket is full again carries the fraction.
-        precise = None if reset is None else server_cap - reset * server_rate
-        if remaining is None:
-            level = precise if precise is not None else 0.0
-        elif precise is not None and remaining <= precise < remaining + 1:
-            level = precise
-        else:
-            level = remaining
+        level = bucket_level(remaining, reset, server_cap)
         sent_since = (
             self._requests_total - ticket.requests_mark
             if kind == "requests"

@@ -32,7 +32,7 @@ from typing import Any
 
 from ..config import RateLimit
 from ..errors import RateLimited, RetryableError
-from ..headers import parse_duration, parse_number, parse_retry_after
+from ..headers import bucket_level, parse_duration, parse_number, parse_retry_after
 from .admission import DECREASE_INTERVAL_S, HEADROOM, INITIAL_CONCURRENCY, AdmissionController, Ticket
 from .bucket import Bucket, Clock, Sleep
 
@@ -230,13 +230,7 @@ class Budget:
                 continue
             cap = server_limit if server_limit is not None else bucket.capacity
             rate = cap / 60.0
-            precise = None if reset is None else cap - reset * rate
-            if remaining is None:
-                level = precise if precise is not None else 0.0
-            elif precise is not None and remaining <= precise < remaining + 1:
-                level = precise
-            else:
-                level = remaining
+            level = bucket_level(remaining, reset, cap)
             mark = report.requests_mark if kind == "requests" else report.tokens_mark
             since = self.granted[kind] - mark if math.isfinite(mark) else 0.0
             if kind == "requests":
