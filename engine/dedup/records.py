@@ -83,21 +83,13 @@ def read_records(path: Path) -> Records:
 
 
 def _read_jsonl(path: Path) -> Records:
-    rows, lines, columns = [], [], {}
-    with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(
-                    f"{path}:{number}: not valid JSON ({exc.msg})", hint="one JSON object per line"
-                ) from exc
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
-            lines.append(line.rstrip("\r\n"))
+    rows: list[dict[str, Any]] = []
+    lines: list[str] = []
+    columns: dict[str, None] = {}
+    for chunk_rows, chunk_lines in iter_rows(path):
+        rows += chunk_rows
+        lines += chunk_lines or []
+        for row in chunk_rows:
             columns.update(dict.fromkeys(row))
     return Records("jsonl", rows, list(columns), lines=lines)
 
