@@ -105,10 +105,11 @@ class Run:
         self.extra_stats: Callable[[], dict[str, Any]] = dict
         #: What the run is doing, for the display: generating, then finishing (collecting what is in flight).
         self.phase = "generating"
+        self._parse = ParseStage(
+            task=task, strategy_name=strategy.name, model=model, per_request=config.per_request, stats=stats
+        )
         stages: list[Stage] = [
-            ParseStage(
-                task=task, strategy_name=strategy.name, model=model, per_request=config.per_request, stats=stats
-            ),
+            self._parse,
             CheckStage(task=task, stats=stats),
         ]
         if dedup is not None:
@@ -188,11 +189,6 @@ class Run:
             )
         return snap
 
-    def chain_failure(self) -> str | None:
-        """The reason of the last request that failed after its retries (for the stop reason)."""
-        parse = self.chain.stages[0]
-        return parse.last_failure if isinstance(parse, ParseStage) else None
-
     def final_snapshot(self, *, interrupted: bool = False) -> dict[str, Any]:
         """The run's last snapshot; ``interrupted`` when an error or a signal ended it (that says why instead)."""
         final = self.snapshot()
@@ -201,7 +197,7 @@ class Run:
         final["requests_planned"] = planner.issued
         final["request_cap_reached"] = planner.exhausted and not planner.finished
         if not planner.finished and not interrupted:
-            final["stop_reason"] = explain(final, cap=planner.cap, last_failure=self.chain_failure())
+            final["stop_reason"] = explain(final, cap=planner.cap, last_failure=self._parse.last_failure)
         if self.resumed.duplicate_ids:
             final["duplicate_ids_in_data"] = self.resumed.duplicate_ids
         return final

@@ -53,7 +53,7 @@ from .io import atomic_write_json
 from .runstate import RunState
 from .types import Example
 
-__all__ = ["ResumeState", "RunStore", "atomic_write_json", "read_jsonl"]
+__all__ = ["ResumeState", "RunStore", "atomic_write_json", "config_differences", "lock_directory", "read_jsonl"]
 
 DATA = "data.jsonl"
 REJECTS = "rejects.jsonl"
@@ -149,12 +149,33 @@ def _reason_of(line: bytes) -> str:
     return line[start:end].decode("utf-8", "replace") if end > 0 else "unknown"
 
 
-def _diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+def lock_directory(directory: Path, name: str = LOCK, *, holder: str = "corpusforge process") -> int:
+    """Take ``directory``'s one-writer lock (an ``flock`` on ``name``, released by the kernel when the process dies)
+    and write our PID into it; returns the descriptor to close to release it, or says who holds it."""
+    fd = os.open(directory / name, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise ConfigError(f"cannot lock {directory / name}: {exc.strerror}", hint="choose another --out") from exc
+        raise ConfigError(
+            f"{directory} is in use by another {holder} (PID {pid})",
+            hint="a run directory has one writer: wait for that process to end, or stop it, then --resume",
+        ) from exc
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every (nested) key where two fingerprints differ."""
     out = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            out += _diff(a, b, f"{prefix}{key}.")
+            out += config_differences(a, b, f"{prefix}{key}.")
         elif a != b:
             out.append(f"{prefix}{key}: {a!r} -> {b!r}")
     return out
@@ -198,7 +219,7 @@ class RunStore:
                 old = json.loads(manifest_path.read_text())
             except ValueError as exc:
                 raise DataError(f"{manifest_path} is corrupt", hint="choose another --out") from exc
-            differences = _diff(old.get("fingerprint", {}), manifest.get("fingerprint", {}))
+            differences = config_differences(old.get("fingerprint", {}), manifest.get("fingerprint", {}))
             if differences:
                 raise ConfigError(
                     "cannot resume: the configuration differs from the run in "
@@ -214,24 +235,7 @@ class RunStore:
         return state
 
     def _lock(self) -> None:
-        """Take the run directory's one-writer lock, or say who holds it."""
-        fd = os.open(self.dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise ConfigError(
-                    f"cannot lock {self.dir / LOCK}: {exc.strerror}", hint="choose another --out"
-                ) from exc
-            raise ConfigError(
-                f"{self.dir} is in use by another corpusforge process (PID {holder})",
-                hint="a run directory has one writer: wait for that process to end, or stop it, then --resume",
-            ) from exc
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._lock_fd = fd
+        self._lock_fd = lock_directory(self.dir)
 
     def _load(self) -> ResumeState:
         state = ResumeState()

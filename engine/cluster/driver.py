@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import os
 import time
@@ -45,7 +44,7 @@ from ..dedup import DedupConfig
 from ..errors import ConfigError, EngineError, FatalError
 from ..plan import quotas
 from ..run import manifest_for
-from ..store import MANIFEST, STATS, atomic_write_json
+from ..store import MANIFEST, STATS, atomic_write_json, config_differences, lock_directory
 from ..tasks import load_task
 from .budget import start_budget
 from .merge import MergeResult, merge
@@ -277,16 +276,7 @@ class _Driver:
 
 
 def _lock(out: Path) -> int:
-    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        raise ConfigError(
-            f"{out} is in use by another corpusforge driver",
-            hint="a run directory has one driver: wait for it to end, or stop it, then --resume",
-        ) from exc
-    return fd
+    return lock_directory(out, LOCK, holder="corpusforge driver")
 
 
 def _open_out(job: ClusterRun, manifest: dict[str, Any]) -> int:
@@ -307,9 +297,10 @@ def _open_out(job: ClusterRun, manifest: dict[str, Any]) -> int:
             raise ConfigError(
                 f"{out} holds a run made without --ray", hint="resume it without --ray, or choose another --out"
             )
-        if old.get("fingerprint") != manifest["fingerprint"]:
+        differences = config_differences(old.get("fingerprint", {}), manifest["fingerprint"])
+        if differences:
             raise ConfigError(
-                f"cannot resume: the configuration differs from the run in {out}",
+                f"cannot resume: the configuration differs from the run in {out} ({'; '.join(differences[:5])})",
                 hint="use the original settings, or choose another --out",
             )
         shards = int(cluster["shards"])
