@@ -15,6 +15,10 @@
     limit      the enqueued-token limit learned from the provider
     exported   NAME was handed out for processing elsewhere (``corpusforge batch export``, e.g. for
                ``vllm run-batch``): it is never uploaded; ``corpusforge batch import`` brings its results
+    deleted    FILE_ID (NAME's uploaded input, output or error file) is deleted at the provider, or was
+               already gone; written only after ``ingested``, so nothing is deleted before it is safe on disk
+    delete_failed  deleting FILE_ID failed (REASON): it stays listed by ``corpusforge batches``, and a
+               resumed run or ``corpusforge batches OUT --delete-files`` tries again
 
 Replaying the events gives each input file's state; a torn last line (a kill
 mid-append) is ignored, which at worst repeats one idempotent step.
@@ -61,6 +65,9 @@ class LedgerFile:
     downloaded: bool = False
     ingested: bool = False
     exported: bool = False
+    #: Provider file ids deleted (or found gone), and the last reason a deletion failed.
+    deleted: list[str] = field(default_factory=list)
+    delete_error: str = ""
 
     @property
     def phase(self) -> str:
@@ -79,6 +86,18 @@ class LedgerFile:
             return "create"
         return "upload"
 
+    @property
+    def provider_files(self) -> list[str]:
+        """The file ids this file has at the provider: its upload, and its batch's output and error files."""
+        return [i for i in (self.file_id, self.output_file_id, self.error_file_id) if i]
+
+    @property
+    def undeleted(self) -> list[str]:
+        """Provider files still there once the outcomes are ingested (nothing before: they may still be needed)."""
+        if not self.ingested:
+            return []
+        return [i for i in self.provider_files if i not in self.deleted]
+
     def row(self) -> dict[str, Any]:
         """What ``corpusforge batches`` and the live display show for this file."""
         return {
@@ -89,6 +108,7 @@ class LedgerFile:
             "completed": self.counts.get("completed", 0),
             "failed": self.counts.get("failed", 0),
             "phase": self.phase,
+            "files_left": len(self.undeleted),
         }
 
 
@@ -186,6 +206,11 @@ class Ledger:
             f.ingested = True
         elif event == "exported":
             f.exported = True
+        elif event == "deleted":
+            if row.get("file_id") not in f.deleted:
+                f.deleted.append(str(row.get("file_id")))
+        elif event == "delete_failed":
+            f.delete_error = str(row.get("reason") or "")
 
     # -- convenience ----------------------------------------------------------------------------
 
@@ -201,17 +226,25 @@ class Ledger:
         """Files whose outcomes are not all ingested yet, oldest first."""
         return [f for f in self.files.values() if not f.ingested]
 
+    def undeleted(self) -> list[LedgerFile]:
+        """Ingested files with provider files not deleted yet (kept, or a deletion failed or was cut short)."""
+        return [f for f in self.files.values() if f.undeleted]
+
     def enqueued_tokens(self) -> int:
         """Prompt tokens of this run's batches the provider still holds in its queue."""
         return sum(f.tokens for f in self.files.values() if f.batch_id is not None and f.status not in FINAL)
 
     def summary(self) -> dict[str, int]:
-        """Counts for stats.json: batches submitted, completed, failed, expired, cancelled."""
+        """Counts for stats.json: batches by final status, refusals, provider files deleted and left."""
         out = {"batches_submitted": 0, "batches_completed": 0, "batches_failed": 0, "batches_expired": 0}
         out["batches_cancelled"] = 0
         out["batches_refused"] = 0
+        out["batch_files_deleted"] = 0
+        out["batch_files_left"] = 0
         for f in self.files.values():
             out["batches_refused"] += len(f.refused)
+            out["batch_files_deleted"] += len(f.deleted)
+            out["batch_files_left"] += len(f.undeleted)
             if f.batch_id is None:
                 continue
             out["batches_submitted"] += 1

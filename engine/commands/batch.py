@@ -173,11 +173,19 @@ async def run_generate_batch(
         max_enqueued_tokens=args.batch_max_enqueued_tokens,
         discount=args.batch_discount,
         poll=PollPolicy(initial_s=args.batch_poll_s),
+        keep_files=args.keep_batch_files,
         crash_before=_crash_before(args.batch_crash_before),
     )
     async with provider_context(args, provider_factory(args), options.out_dir) as (provider_cfg, _):
         view = _view_factory(options.progress)
-        return await generate_batch(run_cfg, provider_cfg, limit, retry, options, batch, view_factory=view)
+        return await generate_batch(
+            run_cfg, provider_cfg, limit, retry, options, batch, view_factory=view, warn=print_warning
+        )
+
+
+def print_warning(message: str) -> None:
+    """A warning that does not stop the command, on one line of stderr."""
+    print(f"corpusforge: warning: {message}", file=sys.stderr, flush=True)
 
 
 def refuse_online_resume_with_batches(out: Path | None) -> None:

@@ -131,6 +131,12 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--batch-discount", type=float, default=0.5, help="batch price as a share of --price-in/--price-out")
     g.add_argument("--batch-poll-s", type=float, default=5.0, help="first wait between status polls")
+    g.add_argument(
+        "--keep-batch-files",
+        action="store_true",
+        help="leave the uploaded input files and the output/error files at the provider (default: deleted once "
+        "their results are on disk)",
+    )
     g.add_argument("--batch-crash-before", default=None, help=argparse.SUPPRESS)  # resume tests: EVENT[:K]
 
 

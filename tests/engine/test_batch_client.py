@@ -130,11 +130,11 @@ async def test_wrong_key_is_the_providers_auth_error(tmp_path: Path) -> None:
 
 async def test_create_once_finds_the_batch_whose_answer_was_lost(tmp_path: Path) -> None:
     app = build_app(SimConfig(batch_phase_s=0.0))
-    dropped = []
+    dropped: list[bool] = []
 
     @web.middleware
     async def lose_first_create(request: web.Request, handler: Any) -> web.StreamResponse:
-        response = await handler(request)
+        response: web.StreamResponse = await handler(request)
         if request.method == "POST" and request.path == "/v1/batches" and not dropped:
             dropped.append(True)  # the batch exists now; its answer never arrives
             assert request.transport is not None

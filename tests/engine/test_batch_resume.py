@@ -5,8 +5,9 @@ subprocess, and kills itself with SIGKILL just before the K-th ledger event
 of a kind (``--batch-crash-before EVENT:K``, a hidden flag), i.e. after the
 step that event records has happened but before it is on disk. The resumed
 run must end with exactly N unique examples, the simulator must have executed
-every custom_id at most once, and every executed request must be in the
-run's journal (no downloaded result lost).
+every custom_id at most once, every executed request must be in the run's
+journal (no downloaded result lost), and no provider file the ledger knows
+may be left undeleted.
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ def _kill_and_resume(tmp_path: Path, event: str, k: int) -> None:
     assert set(stats["executed_ids"]) <= {row["request_id"] for row in journal}
     final = json.loads((out / "stats.json").read_text())
     assert final["phase"] == "done" and final["accepted"] == N
+    # every provider file the ledger knows is deleted; an upload killed before its id was recorded stays
+    assert final["batch_files_left"] == 0
+    assert stats["files_stored"] == (1 if event == "uploaded" else 0)
 
 
 @pytest.mark.slow
@@ -83,6 +87,8 @@ def _kill_and_resume(tmp_path: Path, event: str, k: int) -> None:
         ("downloaded", 1),  # the output is on disk, not recorded: downloaded again
         ("ingested", 1),  # the chain wrote the outcomes, the ledger does not say so: nothing written twice
         ("ingested", 3),
+        ("deleted", 1),  # deleted at the provider, not recorded: the resumed run's DELETE finds it gone (404)
+        ("deleted", 4),
     ],
 )
 def test_kill_at_every_step_then_resume(tmp_path: Path, event: str, k: int) -> None:

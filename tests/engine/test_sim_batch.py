@@ -36,7 +36,7 @@ def _jsonl(lines: list[dict[str, Any]]) -> bytes:
 
 async def _upload(
     s: aiohttp.ClientSession, url: str, content: bytes, *, name: str = "in.jsonl", purpose: str = "batch"
-):
+) -> tuple[int, Any]:
     form = aiohttp.FormData()
     form.add_field("purpose", purpose)
     form.add_field("file", content, filename=name, content_type="application/jsonl")
@@ -80,6 +80,11 @@ async def test_files_upload_retrieve_content_list_delete() -> None:
             assert await r.json() == {"id": f["id"], "object": "file", "deleted": True}
         async with s.get(f"{sim.url}/files/{f['id']}") as r:
             assert r.status == 404
+        async with s.get(f"{sim.url}/files/{f['id']}/content") as r:
+            assert r.status == 404
+        async with s.delete(f"{sim.url}/files/{f['id']}") as r:  # deleting twice: the file is gone
+            assert r.status == 404 and "No such File" in (await r.json())["error"]["message"]
+        assert sim.batches.state.files_deleted == 1 and sim.batches.files == {}
 
 
 async def test_upload_rejections_say_why() -> None:

@@ -1,9 +1,10 @@
-"""Collecting: poll what runs, download what ended, ingest it through the chain; cancel what is no longer needed.
+"""Collecting: poll what runs, download what ended, ingest it, delete its provider files; cancel what is not needed.
 
 Output and error lines become outcomes exactly as online responses do; a
 request that failed, expired or is missing from both files is journaled as
 failed, so the planner asks for another. What the chain wrote is synced before
-the ledger records ``ingested``.
+the ledger records ``ingested``; only then are the batch's files deleted at
+the provider (``engine.batch.cleanup``), unless ``--keep-batch-files``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+from ...batch.cleanup import delete_files
 from ...batch.ledger import FINAL, LedgerFile
 from ...batch.limit import is_token_limit
 from ...batch.results import CHUNK, read_outcomes
@@ -35,9 +37,28 @@ class Collecting(BatchCore):
             if f.phase == "ingest":
                 await self._ingest(f)
                 progressed = True
+                await self._delete_files(f)
                 if self._fatal is not None:
                     break
         return progressed
+
+    async def _delete_files(self, f: LedgerFile) -> None:
+        """Delete ``f``'s files at the provider (its outcomes are on disk); a failure is recorded, warned once."""
+        if self.options.keep_files or not f.undeleted:
+            return
+        tally = self.deletions
+        warned = tally.first_error is not None
+        await delete_files(self.client, f, self._log, tally)
+        if not warned and tally.first_error is not None:
+            self.warn(
+                f"{tally.first_error}; the run goes on (its data is on disk), the files stay at the provider: "
+                f"`corpusforge batches {self.run.store.dir} --delete-files` tries again"
+            )
+
+    async def _delete_left(self) -> None:
+        """Deletions an earlier session left undone (killed before them, or they failed): try them again."""
+        for f in self.ledger.undeleted():
+            await self._delete_files(f)
 
     async def _download(self, f: LedgerFile) -> None:
         for kind, file_id in (("output", f.output_file_id), ("errors", f.error_file_id)):

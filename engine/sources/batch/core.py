@@ -13,6 +13,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ...batch.cleanup import Deletions
 from ...batch.client import BatchClient, BatchInfo
 from ...batch.files import InputWriter, read_requests
 from ...batch.ledger import Ledger, LedgerFile
@@ -24,10 +25,14 @@ from ...tokens import TokenCounter
 from ...types import Outcome, Request
 from .options import BatchOptions
 
-__all__ = ["BATCH_DIR", "BatchCore", "SimulatedCrash"]
+__all__ = ["BATCH_DIR", "BatchCore", "SimulatedCrash", "ignore_warning"]
 
 #: The batch files of a run live in ``OUT/batches/``.
 BATCH_DIR = "batches"
+
+
+def ignore_warning(_: str) -> None:
+    """The default ``warn`` of a batch source: the engine never prints; a command passes its printer."""
 
 
 class SimulatedCrash(BaseException):
@@ -46,6 +51,7 @@ class BatchCore:
         *,
         counter: TokenCounter | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        warn: Callable[[str], None] = ignore_warning,
     ) -> None:
         self.run = run
         self.provider = provider
@@ -53,6 +59,9 @@ class BatchCore:
         self.options = options
         self.counter = counter or TokenCounter()
         self.sleep = sleep
+        #: Told once per session when deleting provider files fails (the command layer prints it).
+        self.warn = warn
+        self.deletions = Deletions()
         self.dir = run.store.dir / BATCH_DIR
         self.ledger = Ledger(self.dir)
         #: Requests of each input file whose outcome the run has not consumed yet.

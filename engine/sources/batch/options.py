@@ -1,4 +1,4 @@
-"""What a batch run is told: file limits, the enqueued-token limit, the discount, polling, and the crash hook."""
+"""What a batch run is told: file limits, the token limit, the discount, polling, file deletion, the crash hook."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ class BatchOptions:
     #: Batch price as a share of --price-in/--price-out.
     discount: float = DEFAULT_DISCOUNT
     poll: PollPolicy = PollPolicy()
+    #: Leave the uploaded input files and the output/error files at the provider (default: deleted once ingested).
+    keep_files: bool = False
     #: Testing the resume contract: kill the process (SIGKILL) just before the K-th ledger event of a kind,
     #: or raise ``SimulatedCrash`` there when ``crash_kill`` is False (an in-process test).
     crash_before: tuple[str, int] | None = None

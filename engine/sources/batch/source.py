@@ -19,6 +19,7 @@ request twice, never loses a result, never writes an example twice.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from ...run import GenerateOptions, manifest_for, open_run
 from ...stats import Stats
 from ..online import ViewFactory, preflight
 from .collect import Collecting
-from .core import BATCH_DIR
+from .core import BATCH_DIR, ignore_warning
 from .offline import Offline
 from .options import BatchOptions, batch_prices
 
@@ -60,6 +61,7 @@ class BatchSource(Offline, Collecting):
             for f in self.ledger.active():
                 if f.phase == "create" and f.creating_at is not None:
                     await self._reconcile(f)
+            await self._delete_left()
             delay: float | None = None
             while True:
                 progressed = await self._collect()
@@ -104,6 +106,8 @@ class BatchSource(Offline, Collecting):
             out["enqueued_token_limit"] = self.token_limit
         out["batches"] = rows
         out["batch_discount"] = self.options.discount
+        if self.deletions.first_error is not None:
+            out["batch_files_warning"] = self.deletions.first_error
         return out
 
 
@@ -117,6 +121,7 @@ async def generate_batch(
     *,
     stats: Stats | None = None,
     view_factory: ViewFactory | None = None,
+    warn: Callable[[str], None] = ignore_warning,
 ) -> dict[str, Any]:
     """``generate`` through the Batch API: same run directory, same chain, batch prices."""
     run_cfg = batch_prices(run_cfg, batch.discount)
@@ -128,7 +133,7 @@ async def generate_batch(
         manifest = manifest_for(run_cfg, provider_cfg, limit, options.dedup)
         with open_run(run_cfg, model=provider_cfg.model, manifest=manifest, options=options, stats=stats) as run:
             await run.prepare(RetryingProvider(base, retry, stats=run.stats).complete)
-            source = BatchSource(run, base, client, batch)
+            source = BatchSource(run, base, client, batch, warn=warn)
             run.extra_stats = source.extra_stats
             view = view_factory(run.snapshot) if view_factory else contextlib.nullcontext()
             try:
