@@ -18,9 +18,11 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["LOOPBACK", "connect", "cluster_cpus"]
+__all__ = ["LOOPBACK", "cluster_cpus", "connect", "reachable"]
 
 LOOPBACK = "127.0.0.1"
+#: Seconds to wait for a cluster's port before saying nothing listens there (ray.init itself retries for minutes).
+REACH_TIMEOUT_S = 5.0
 #: Read by ray at import: "0" makes its node-IP detection return the loopback address.
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
@@ -40,9 +42,29 @@ def _quiet_data() -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
+def reachable(address: str) -> None:
+    """Fail in seconds, with one line, when nothing listens at a cluster's ``host:port``."""
+    import socket
+
+    if "://" in address or address == "auto":
+        return  # ray://client or auto-detection: Ray says what is wrong
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or address, int(port or 6379)), timeout=REACH_TIMEOUT_S):
+            return
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"no Ray cluster at {address} ({getattr(exc, 'strerror', None) or exc})",
+            hint="start one with `ray start --head --node-ip-address=IP` (or drop the address for a local instance)",
+        ) from exc
+
+
 def connect(address: str | None = None, *, num_cpus: int | None = None) -> Any:
     """Connect this process to Ray (see the module doc for which cluster); returns the ``ray`` module."""
     address = address or os.environ.get("RAY_ADDRESS") or None
+    # no usage reports (the machine may have no network; nothing leaves it unasked) and no metrics queries
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_DATA_USAGE_DISABLED", "1")
     if address is None or address.split(":")[0] in ("127.0.0.1", "localhost"):
         # keep ray's own address detection on loopback (it otherwise swaps 127.0.0.1 for the outward IP)
         os.environ.setdefault(LOOPBACK_ENV, "0")
@@ -53,6 +75,8 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Any:
     if ray.is_initialized():
         _quiet_data()
         return ray
+    if address:
+        reachable(address)
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
     try:
         if address:

@@ -6,7 +6,7 @@
        │                                                               │ the online source + the chain of stages
        ├─ polls every shard's snapshot ─► the live view (sums, per-node rows)
        ├─ a shard whose worker or node died ─► a new actor (anywhere) resumes OUT/shards/k
-       └─ all done ─► merge in shard order, cross-shard dedup ─► OUT/data.jsonl; short? ─► a top-up round
+       └─ all done ─► cross-shard dedup on Ray Data, merge in shard order ─► OUT/data.jsonl; short? ─► a top-up round
 
 The run directory must be on storage every node sees at the same path (NFS or
 similar): shards write there and a restarted shard resumes there, on
@@ -352,7 +352,7 @@ async def run_cluster(job: ClusterRun, *, view_factory: VIEW | None = None) -> d
                 parts = [spec.out_dir for spec in specs]
                 refs = out / SHARDS_DIR / "kept.jsonl"
                 for round_ in range(MAX_TOPUPS + 1):
-                    driver.phase = "merging"
+                    driver.phase = "cross-shard dedup and merge"
                     t_merge = time.monotonic()
                     merged = await asyncio.to_thread(
                         merge,
@@ -394,6 +394,7 @@ async def run_cluster(job: ClusterRun, *, view_factory: VIEW | None = None) -> d
         final["per_shard_kept"] = merged.per_part
         final["limits"] = asdict(job.limit)
         final["merge_s"] = round(driver.merge_s, 3)
+        final["cross_shard_pairs"] = merged.edges
         atomic_write_json(out / STATS, final)
         return final
     finally:

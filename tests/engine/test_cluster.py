@@ -85,6 +85,14 @@ async def test_exact_n_from_disjoint_shards_with_cross_shard_duplicates_removed(
     assert final["phase"] == "done" and final["accepted"] == 60
     _check_output(out, 60)
     assert final["cross_shard_dropped"] > 0 and (out / "shards" / "topup-0" / "data.jsonl").exists()
+    # the Ray Data pass names the kept twin of every cross-shard drop, and the twin is a near-duplicate of it
+    generated = {r["id"]: r for j in (out / "shards").glob("*/data.jsonl") for r in rows(j)}
+    drops = [r for r in rows(out / "rejects.jsonl") if r["reason"] == "cross_shard:near_duplicate"]
+    assert len(drops) == final["cross_shard_dropped_by_reason"]["near_duplicate"] > 0
+    for drop in drops:
+        filt = DedupFilter(DedupConfig())
+        assert filt.check(Example.from_dict(generated[drop["duplicate_of"]])) is None
+        assert filt.check(Example.from_dict(drop)) == "near_duplicate"
     requests = sum(len(rows(j)) for j in (out / "shards").glob("*/requests.jsonl"))
     assert paid == requests  # every request paid for is in some shard's journal: nothing sent twice
     assert {row["node"] for row in final["nodes"]} and final["shards"] >= 2
