@@ -24,10 +24,14 @@ HELP = "offline batch files: export a run's planned requests (for vllm run-batch
 DESCRIPTION = (
     "export OUT: write the planned requests of the run in OUT as Batch API input files (for `vllm run-batch -i FILE "
     "-o RESULTS.jsonl` or any OpenAI-compatible batch runner); a new run needs --task and --model. "
-    "import OUT RESULTS.jsonl: pass the results through the run's filters into OUT (rerun export for what is "
-    "still missing)."
+    "Every strategy exports: one-shot and few-shot take their shots from the task's real data (--data for tasks "
+    "without packaged data); topic first lists topics per label through --base-url (an endpoint serving the model), "
+    "once per run. import OUT RESULTS.jsonl: pass the results through the run's filters into OUT (rerun export for "
+    "what is still missing)."
 )
 OFFLINE_URL = "http://offline.invalid/v1"
+#: As ``generate --strategy`` (kept literal: importing engine.strategies here would slow --help).
+STRATEGIES = ("zero-shot", "one-shot", "few-shot", "topic")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,11 +44,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ex.add_argument("--per-request", type=int, default=1, help="examples asked for in one request")
     ex.add_argument("--max-tokens", type=int, default=512, help="completion tokens per request")
     ex.add_argument("--seed", type=int, default=0, help="seed of the request plan")
+    ex.add_argument("--strategy", choices=STRATEGIES, default="zero-shot", help="prompting approach of a new run")
+    ex.add_argument("--shots", type=int, default=3, help="real examples per prompt for few-shot")
+    ex.add_argument("--attributes", action="store_true", help="condition prompts on sampled attributes (AttrPrompt)")
+    ex.add_argument("--data", type=Path, help="real data file for the shots, for tasks without packaged data")
+    ex.add_argument(
+        "--base-url",
+        help="the topic strategy only: an endpoint serving the model (e.g. `vllm serve MODEL`) that lists the "
+        "topics per label first (one request per label); not needed once OUT has them",
+    )
+    ex.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
     ex.add_argument("--batch-max-requests", type=int, default=50_000, help="requests per input file")
     ex.add_argument("--batch-max-bytes", default="200MB", help="size of an input file")
     im = sub.add_parser("import", help="ingest a batch output file into a run", description=DESCRIPTION)
     im.add_argument("out", type=Path, metavar="OUT", help="run directory the requests were exported from")
     im.add_argument("results", type=Path, nargs="+", metavar="RESULTS", help="batch output JSONL file(s)")
+    im.add_argument("--data", type=Path, help="the real data file the export used (--data), if any")
 
 
 def _configs(args: argparse.Namespace, *, new_ok: bool) -> tuple[Any, Any, Any, bool]:
@@ -78,13 +93,53 @@ def _configs(args: argparse.Namespace, *, new_ok: bool) -> tuple[Any, Any, Any, 
         )
     run_cfg = RunConfig(
         task=args.task,
+        strategy=args.strategy,
         n=args.n or 100,
         seed=args.seed,
         max_tokens=args.max_tokens,
         per_request=args.per_request,
+        shots=1 if args.strategy == "one-shot" else args.shots,
+        attributes=args.attributes,
     )
     provider_cfg = ProviderConfig(base_url=OFFLINE_URL, model=args.model, name="offline")
     return run_cfg, provider_cfg, DedupConfig(), False
+
+
+def _no_topic_endpoint(args: argparse.Namespace) -> ConfigError:
+    return ConfigError(
+        "the topic strategy first asks the model for topics per label (one request per label), which needs an "
+        "endpoint serving the model",
+        hint=f"pass --base-url of one (e.g. `vllm serve {args.model or 'MODEL'}`, then --base-url "
+        "http://localhost:8000/v1), or export with --strategy zero-shot",
+    )
+
+
+def _check_topic_endpoint(args: argparse.Namespace, run_cfg: Any) -> None:
+    """A topic run without its topics needs ``--base-url`` for phase one: a one-line error, OUT untouched."""
+    from ..store import TOPICS
+
+    if run_cfg.strategy == "topic" and not (args.out / TOPICS).exists() and not args.base_url:
+        raise _no_topic_endpoint(args)
+
+
+async def _topic_phase(args: argparse.Namespace, run: Any, provider_cfg: Any) -> None:
+    """Phase one of the topic strategy through ``--base-url``, as ``generate --batch`` runs it (online)."""
+    from dataclasses import replace
+
+    from ..config import RetryPolicy
+    from ..providers.openai import OpenAIProvider, make_session
+    from ..providers.retrying import RetryingProvider
+    from ._launch import api_key_from_env
+
+    async def no_endpoint(request: Any) -> Any:
+        raise _no_topic_endpoint(args)  # OUT has the topics of some labels, not all
+
+    if not args.base_url:
+        await run.prepare(no_endpoint)
+        return
+    cfg = replace(provider_cfg, base_url=args.base_url, api_key=api_key_from_env(args.api_key_env))
+    async with make_session(cfg) as session:
+        await run.prepare(RetryingProvider(OpenAIProvider(session, cfg), RetryPolicy(), stats=run.stats).complete)
 
 
 async def _offline(args: argparse.Namespace) -> dict[str, Any]:
@@ -97,9 +152,13 @@ async def _offline(args: argparse.Namespace) -> dict[str, Any]:
 
     exporting = args.batch_command == "export"
     run_cfg, provider_cfg, dedup, resume = _configs(args, new_ok=exporting)
-    options = GenerateOptions(out_dir=args.out, resume=resume, progress=False, dedup=dedup, reference_real=False)
+    data_file = getattr(args, "data", None)
+    options = GenerateOptions(
+        out_dir=args.out, resume=resume, progress=False, dedup=dedup, reference_real=False, data_file=data_file
+    )
     if exporting:
         batch = BatchOptions(max_requests=args.batch_max_requests, max_bytes=parse_size(args.batch_max_bytes))
+        _check_topic_endpoint(args, run_cfg)
     else:
         batch = BatchOptions()
     manifest = manifest_for(run_cfg, provider_cfg, RateLimit(), dedup)
@@ -108,6 +167,8 @@ async def _offline(args: argparse.Namespace) -> dict[str, Any]:
         with open_run(run_cfg, model=provider_cfg.model, manifest=manifest, options=options) as run:
             source = BatchSource(run, provider, BatchClient(provider), batch)
             if exporting:
+                if run_cfg.strategy == "topic":
+                    await _topic_phase(args, run, provider_cfg)
                 paths = source.export()
                 return {"exported": [str(p) for p in paths], "run": run.final_snapshot()}
             counts = await source.import_results(list(args.results))
