@@ -1,10 +1,10 @@
 """Generation past one machine: shards of the plan on a Ray cluster, one shared rate budget.
 
 Imported only by ``corpusforge generate --ray`` (it imports Ray). ``shards``
-splits a run, ``budget`` is the budget actor (``engine.limits.leased`` holds
-the logic), ``shard`` the shard actor and the per-node model server, ``merge``
-the final merge with the cross-shard dedup, ``driver`` runs it all, ``launch``
-is the command's entry.
+splits a run, ``budget`` is the budget actor (``engine.limits.budget`` holds
+the logic, ``engine.limits.leased`` the shard side), ``shard`` the shard actor
+and the per-node model server, ``merge`` the final merge with the cross-shard
+dedup, ``driver`` runs it all, ``launch`` is the command's entry.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The budget actor: one :class:`~engine.limits.leased.Budget` for the whole cluster, leased by the shards."""
+"""The budget actor: one :class:`~engine.limits.budget.Budget` for the whole cluster, leased by the shards."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import ray
 
 from ..config import RateLimit
-from ..limits.leased import Budget, Grant, Report
+from ..limits.budget import Budget, Grant, Report
 
 __all__ = ["BudgetActor", "start_budget"]
 

@@ -11,7 +11,8 @@ from collections import Counter
 import pytest
 
 from engine.config import ProviderConfig, RateLimit, RetryPolicy, RunConfig
-from engine.limits.leased import Budget, LeasedAdmission, Report
+from engine.limits.budget import Budget, Report
+from engine.limits.leased import LeasedAdmission
 from engine.plan import Planner, shard_quotas
 from engine.providers.openai import OpenAIProvider, make_session
 from engine.run import GenerateOptions, manifest_for, open_run
