@@ -9,9 +9,13 @@ import platform
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from evaluators.embed_ray import RayEncoder
+    from evaluators.encoder import Encoder
 
 NAME = "eval"
 HELP = "train a classifier on synthetic (+ some real) data and score it on real test data"
@@ -21,7 +25,10 @@ DESCRIPTION = (
     "confusion matrix go to OUT/report.json, the classifier (one ONNX model) to OUT/model/. Inputs are JSONL, "
     "CSV or Parquet files with a `text` (or pair fields) and a `label` column, or `generate` run directories; "
     "a built-in task name (e.g. bbc-news) stands for its real data split. --real-train/--real-n mix N real "
-    "examples (stratified, seeded) into the synthetic ones."
+    "examples (stratified, seeded) into the synthetic ones.\n\nWith --ray [ADDRESS] (else $RAY_ADDRESS, else a "
+    "local instance on 127.0.0.1) the texts the embedding cache lacks are embedded on a Ray cluster by a pool of "
+    "actors (--actors, default one per CPU) that each load the encoder once; the vectors come back here, where they "
+    "are written to the cache (its only writer) and the head is trained and scored as without --ray."
 )
 
 
@@ -51,6 +58,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fine-tune the whole encoder (torch, slow) instead of fitting a head on embeddings; saves OUT/model/",
     )
     parser.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs (with --finetune)")
+    add_ray_arguments(parser)
+
+
+def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--ray [ADDRESS]``, ``--actors``, ``--threads``, ``--num-cpus``: shared by ``eval`` and ``experiment``."""
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="embed the texts the embedding cache lacks on a Ray cluster (no ADDRESS: $RAY_ADDRESS, else a local "
+        "instance); the rest runs here",
+    )
+    parser.add_argument("--actors", type=int, help="--ray: embedding actors (default: one per cluster CPU / --threads)")
+    parser.add_argument("--threads", type=int, default=1, help="--ray: onnxruntime threads per actor")
+    parser.add_argument(
+        "--num-cpus", type=int, help="--ray without a cluster: CPUs of the local instance (default: all)"
+    )
+
+
+def check_ray_arguments(args: argparse.Namespace) -> None:
+    """Refuse the Ray flags without --ray, and counts below one."""
+    if args.ray is None:
+        for flag in ("actors", "num_cpus"):
+            if getattr(args, flag) is not None:
+                raise ConfigError(f"--{flag.replace('_', '-')} needs --ray", hint="add --ray or drop the flag")
+        if args.threads != 1:
+            raise ConfigError("--threads needs --ray", hint="add --ray or drop the flag")
+    for flag in ("actors", "threads", "num_cpus"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+
+
+def ray_encoder(args: argparse.Namespace, encoder: Encoder) -> RayEncoder:
+    """``encoder`` sending the texts its cache lacks to the cluster --ray names (already connected)."""
+    from evaluators.embed_ray import RayEncoder
+
+    return RayEncoder.attach(encoder, actors=args.actors, threads=args.threads)
+
+
+def connect_ray(args: argparse.Namespace) -> None:
+    """Join the cluster of --ray (imports ray); a bad address stops here, before any work."""
+    from ..ray_cluster import connect
+
+    connect(args.ray or None, num_cpus=args.num_cpus)
 
 
 def add_head_arguments(parser: argparse.ArgumentParser, *, fixed_c: bool = True) -> None:
@@ -157,6 +210,9 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError("--batch-size must be >= 1")
     if args.epochs < 1:
         raise ConfigError("--epochs must be >= 1")
+    if args.finetune and args.ray is not None:
+        raise ConfigError("--ray embeds for a head on embeddings, not --finetune", hint="drop --ray or --finetune")
+    check_ray_arguments(args)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -165,6 +221,7 @@ def run(args: argparse.Namespace) -> int:
 
     from evaluators.classifier import Classifier
     from evaluators.data import stratified_sample, texts_and_labels
+    from evaluators.embed_ray import RayEncoder  # light: no ray until a pass runs
     from evaluators.encoder import Encoder
     from evaluators.evaluate import Labelled, evaluate_texts
 
@@ -209,7 +266,11 @@ def run(args: argparse.Namespace) -> int:
         report.update({"n_train_synthetic": len(train_texts), "n_train_real": len(real.texts), "inputs": inputs})
         return _write_report(args.out, report, timings, started)
 
+    if args.ray is not None:
+        connect_ray(args)
     encoder = Encoder.load(args.variant, cache=not args.no_cache)
+    if args.ray is not None:
+        encoder = ray_encoder(args, encoder)
     t = lap("load_encoder", t)
     with Progress(
         TextColumn("{task.description}"),
@@ -229,15 +290,25 @@ def run(args: argparse.Namespace) -> int:
 
             return embed
 
+        embed_train, embed_test = embedder("train"), embedder("test")
+        if args.ray is not None:  # one Ray pass for every split
+            embed_train = embed_test = embed_once(embedder("on Ray"), train_texts + real.texts + test_texts)
         report, head = evaluate_texts(
-            embedder("train"),
+            embed_train,
             Labelled(texts=train_texts, labels=train_labels),
             Labelled(texts=test_texts, labels=test_labels),
             config,
             real=real if real.texts else None,
-            embed_test=embedder("test"),
+            embed_test=embed_test,
         )
     t = lap("embed_train_and_score", t)
+    if isinstance(encoder, RayEncoder):
+        stats = encoder.stats
+        report["ray"] = stats.as_dict()
+        console.print(
+            f"embedded {stats.embedded} texts on Ray with {stats.actors} actor(s); "
+            f"{stats.asked - stats.embedded} from the cache or repeated"
+        )
     report.update(
         {
             "n_train_synthetic": report["n_train"] - len(real.texts),
@@ -255,6 +326,13 @@ def run(args: argparse.Namespace) -> int:
         Classifier.from_head(encoder, head).save(args.out / "model")
         t = lap("save_model", t)
     return _write_report(args.out, report, timings, started)
+
+
+def embed_once(embed: Callable[[Sequence[str]], Any], texts: list[str]) -> Callable[[Sequence[str]], Any]:
+    """An embed function answering from one call of ``embed`` over all ``texts`` (asked for texts among them)."""
+    vectors = embed(texts)
+    row = {text: i for i, text in enumerate(texts)}
+    return lambda asked: vectors[[row[text] for text in asked]]
 
 
 def _finetune_and_score(

@@ -8,7 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, DataError
-from .eval import add_clean_prior_arguments, add_head_arguments, eval_config
+from .eval import (
+    add_clean_prior_arguments,
+    add_head_arguments,
+    add_ray_arguments,
+    check_ray_arguments,
+    connect_ray,
+    eval_config,
+    ray_encoder,
+)
 
 NAME = "experiment"
 HELP = "run a grid of generate + train + score cells and report accuracy against data quantity"
@@ -21,7 +29,11 @@ to real-only and majority-class baselines. The head's C is chosen by
 cross-validation on each cell's training data unless --C or the grid's head.C
 fixes it. Writes OUT/results.json (after every cell: rerun the same command to
 resume), OUT/results.md and one accuracy plot per real-mix size
-(OUT/accuracy_realR.png). See examples/grids/ for the grid format."""
+(OUT/accuracy_realR.png). See examples/grids/ for the grid format.
+
+With --ray [ADDRESS] the texts the embedding cache lacks are embedded on a Ray
+cluster (an actor pool, one encoder per actor; see `corpusforge eval --help`);
+generation and the heads run here."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,6 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variant", choices=VARIANTS, default=DEFAULT_VARIANT, help=VARIANT_HELP)
     add_head_arguments(p)
     add_clean_prior_arguments(p)
+    add_ray_arguments(p)
     # the grid's head mapping is the default; flags given on the command line override it
     p.set_defaults(class_weight=None)
 
@@ -75,6 +88,7 @@ def in_process_generate(*, base_url: str | None, model: str | None) -> Any:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from evaluators.embed_ray import RayEncoder  # light: no ray until a pass runs
     from evaluators.encoder import Encoder
     from evaluators.experiment import eval_config_for, load_grid, run_experiment
 
@@ -82,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--local and --base-url exclude each other", hint="pass one of them")
     if args.base_url and not args.model:
         raise ConfigError("--base-url needs --model", hint="pass --model NAME")
+    check_ray_arguments(args)
     grid = load_grid(args.grid)
     out = args.out or Path("runs") / f"experiment-{args.grid.stem}"
     args.seed = 0  # every cell uses its own seed
@@ -106,7 +121,11 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"[dim]{elapsed // 60:3d}:{elapsed % 60:02d}[/dim] {message}")
 
     progress(f"experiment {args.grid} -> {out}")
+    if args.ray is not None:
+        connect_ray(args)
     encoder = Encoder.load(variant=args.variant)
+    if args.ray is not None:
+        encoder = ray_encoder(args, encoder)
     try:
         run_experiment(
             grid,
@@ -118,6 +137,9 @@ def run(args: argparse.Namespace) -> int:
         )
     finally:
         encoder.close()
+    if isinstance(encoder, RayEncoder):
+        stats = encoder.stats
+        progress(f"embedded {stats.embedded} texts on Ray in {stats.passes} pass(es) of {stats.actors} actor(s)")
     progress(f"done: {out / 'results.md'}, {out / 'results.json'} and plots in {out}")
     return 0
 
