@@ -39,7 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="delete at the provider the files of batches whose results are on disk (files_left)",
     )
     parser.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
-    parser.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    parser.add_argument(
+        "--json", action="store_true", help="print JSON lines instead of a table (with the file ids left)"
+    )
 
 
 def _print(rows: list[dict[str, Any]], as_json: bool) -> None:
@@ -111,7 +113,7 @@ def _rows(directory: Path) -> tuple[list[dict[str, Any]], int]:
     from ..batch.ledger import Ledger
 
     with Ledger(directory) as ledger:
-        rows = [f.row() for f in ledger.files.values()]
+        rows = [{**f.row(), "file_ids_left": f.undeleted} for f in ledger.files.values()]
         left = sum(len(f.undeleted) for f in ledger.files.values())
     return rows, left
 

@@ -142,6 +142,7 @@ def test_batches_lists_files_left_and_delete_files_deletes_them(
         captured = capsys.readouterr()
         rows = [json.loads(line) for line in captured.out.splitlines()]
         assert sum(r["files_left"] for r in rows) == kept
+        assert all(i.startswith("file-") for r in rows for i in r["file_ids_left"])
         assert f"{kept} provider file(s)" in captured.err and "--delete-files" in captured.err
         assert main(["batches", str(out), "--delete-files", "--json"]) == 0
         captured = capsys.readouterr()
