@@ -1,15 +1,14 @@
 """``corpusforge batches OUT [--cancel]`` and ``corpusforge batch export|import`` through the CLI's ``main``.
 
 The simulator runs in a child process; the offline round trip plays ``vllm
-run-batch`` by posting each exported line's body to the simulator's chat route
-and writing the output lines in the Batch API format.
+run-batch`` with ``test_batch_export.vllm_run_batch`` (each exported body to
+the simulator's chat route, output lines in the Batch API format).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from engine.run import GenerateOptions
 from engine.sim import SimConfig, sim_process
 from engine.sources.batch import BatchOptions, SimulatedCrash, generate_batch
 from engine.store import read_jsonl
+from tests.engine.test_batch_export import vllm_run_batch
 
 
 def _run_batch(url: str, out: Path, n: int, *, resume: bool = False, crash: tuple[str, int] | None = None) -> Any:
@@ -32,25 +32,6 @@ def _run_batch(url: str, out: Path, n: int, *, resume: bool = False, crash: tupl
     batch = BatchOptions(poll=PollPolicy(initial_s=0.01, max_s=0.05), crash_before=crash, crash_kill=False)
     retry = RetryPolicy(max_attempts=2, initial_s=0.01, max_backoff_s=0.02)
     return asyncio.run(generate_batch(run, cfg, RateLimit(), retry, options, batch))
-
-
-def _vllm_run_batch(url: str, inputs: list[Path], results: Path) -> int:
-    """What ``vllm run-batch -i INPUT -o RESULTS`` does: each body to the chat route, one output line each."""
-    lines = []
-    for path in inputs:
-        for i, raw in enumerate(path.read_text().splitlines()):
-            req = json.loads(raw)
-            post = urllib.request.Request(
-                url + "/chat/completions",
-                data=json.dumps(req["body"]).encode(),
-                headers={"Content-Type": "application/json"},
-            )
-            with urllib.request.urlopen(post, timeout=10) as r:
-                body = json.loads(r.read())
-            response = {"status_code": 200, "request_id": f"vllm-{i}", "body": body}
-            lines.append({"id": f"vllm-{i}", "custom_id": req["custom_id"], "response": response, "error": None})
-    results.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    return len(lines)
 
 
 def test_export_import_round_trip_reaches_exactly_n(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -82,7 +63,7 @@ def test_export_import_round_trip_reaches_exactly_n(tmp_path: Path, capsys: pyte
                 )
                 assert code == 2 and "corpusforge batch import" in capsys.readouterr().err
             results = tmp_path / f"results-{round_no}.jsonl"
-            _vllm_run_batch(url, exported, results)
+            vllm_run_batch(url, exported, results)
             code = main(["batch", "import", str(out), str(results)])
             text = capsys.readouterr().out
             assert "still waiting" in text and "0 exported requests still waiting" in text
