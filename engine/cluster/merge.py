@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -67,6 +68,8 @@ def _dedup_pass(
     from ..dedup.ray_dedup import DROPPED, part_name, ray_dedup
     from ..dedup.records import Part
 
+    for stale in scratch.parent.glob(f".{scratch.name}.*"):  # a killed merge's temporary folders (the run is locked)
+        shutil.rmtree(stale, ignore_errors=True)
     present = [p for p in parts if (p / DATA).is_file() and (p / DATA).stat().st_size]
     if not present:
         return [_Source(p.name, None, None) for p in parts], 0, 0

@@ -171,9 +171,12 @@ async def test_the_driver_killed_and_resumed_finishes_every_shard(ray_cluster, t
         os.kill(proc.pid, signal.SIGKILL)
         await proc.wait()
         assert not (out / "data.jsonl").exists()  # killed before the merge
+        stale = out / "shards" / ".merged.tmp-0badc0de"  # what a merge killed half way leaves
+        (stale / "dropped").mkdir(parents=True)
         code, stdout, err = await _cli(*argv, "--resume", env=env)
     assert code == 0, err
     _check_output(out, 80)
+    assert not stale.exists() and (out / "shards" / "merged" / "_manifest.json").is_file()
     assert "Traceback" not in err
 
 
