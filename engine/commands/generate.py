@@ -103,7 +103,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_ray_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("cluster (Ray): shards of the plan on many machines, one shared rate budget")
+    g = p.add_argument_group(
+        "cluster (Ray): shards of the plan on many machines, one shared rate budget, the cross-shard dedup on Ray Data"
+    )
     g.add_argument(
         "--ray",
         nargs="?",
