@@ -44,8 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ex.add_argument("--per-request", type=int, default=1, help="examples asked for in one request")
     ex.add_argument("--max-tokens", type=int, default=512, help="completion tokens per request")
     ex.add_argument("--seed", type=int, default=0, help="seed of the request plan")
-    ex.add_argument("--strategy", choices=STRATEGIES, default="zero-shot", help="prompting approach of a new run")
-    ex.add_argument("--shots", type=int, default=3, help="real examples per prompt for few-shot")
+    ex.add_argument("--strategy", choices=STRATEGIES, help="prompting approach of a new run (default: zero-shot)")
+    ex.add_argument("--shots", type=int, help="real examples per prompt for few-shot (default: 3)")
     ex.add_argument("--attributes", action="store_true", help="condition prompts on sampled attributes (AttrPrompt)")
     ex.add_argument("--data", type=Path, help="real data file for the shots, for tasks without packaged data")
     ex.add_argument(
@@ -78,6 +78,7 @@ def _configs(args: argparse.Namespace, *, new_ok: bool) -> tuple[Any, Any, Any, 
             dedup_raw = manifest["fingerprint"].get("dedup")
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"{manifest_path} is not a corpusforge manifest", hint="check OUT") from exc
+        _same_run(args, run_cfg, str(provider["model"]))
         if getattr(args, "n", None):
             run_cfg = replace(run_cfg, n=args.n)
         base_url = str(provider.get("base_url") or OFFLINE_URL)
@@ -93,16 +94,31 @@ def _configs(args: argparse.Namespace, *, new_ok: bool) -> tuple[Any, Any, Any, 
         )
     run_cfg = RunConfig(
         task=args.task,
-        strategy=args.strategy,
+        strategy=args.strategy or "zero-shot",
         n=args.n or 100,
         seed=args.seed,
         max_tokens=args.max_tokens,
         per_request=args.per_request,
-        shots=1 if args.strategy == "one-shot" else args.shots,
+        shots=1 if args.strategy == "one-shot" else args.shots or 3,
         attributes=args.attributes,
     )
     provider_cfg = ProviderConfig(base_url=OFFLINE_URL, model=args.model, name="offline")
     return run_cfg, provider_cfg, DedupConfig(), False
+
+
+def _same_run(args: argparse.Namespace, run_cfg: Any, model: str) -> None:
+    """Flags of a new run given for an existing one must agree with it (they cannot change it)."""
+    given = {
+        "--task": (getattr(args, "task", None), run_cfg.task),
+        "--model": (getattr(args, "model", None), model),
+        "--strategy": (getattr(args, "strategy", None), run_cfg.strategy),
+    }
+    for flag, (value, actual) in given.items():
+        if value is not None and value != actual:
+            raise ConfigError(
+                f"{args.out} holds a run with {flag} {actual}, not {value}",
+                hint=f"drop {flag} to continue that run, or export into another directory",
+            )
 
 
 def _no_topic_endpoint(args: argparse.Namespace) -> ConfigError:

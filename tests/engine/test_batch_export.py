@@ -111,3 +111,17 @@ def test_topic_export_without_an_endpoint_is_one_line_and_leaves_out_untouched(
     assert err.startswith("corpusforge: error:") and len(err.splitlines()) == 1
     assert "--base-url" in err and "vllm serve M" in err
     assert not out.exists()
+
+
+def test_export_flags_that_disagree_with_the_run_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    assert main(["batch", "export", str(out), "--task", "bbc-news", "--model", "M", "--n", "5"]) == 0
+    capsys.readouterr()
+    assert main(["batch", "export", str(out), "--strategy", "few-shot"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("corpusforge: error:") and len(err.splitlines()) == 1
+    assert "--strategy zero-shot, not few-shot" in err and "drop --strategy" in err
+    assert main(["batch", "export", str(out), "--model", "other"]) == 2
+    assert "--model M, not other" in capsys.readouterr().err
