@@ -7,7 +7,8 @@ deleted just before a ``kill -9``) counts as deleted, so a resumed run simply
 asks again. A failure never loses data nor stops the caller: it is recorded
 (``delete_failed``) and the file stays listed by ``corpusforge batches``. A
 server without the route (405) or an auth error stops further attempts for the
-session; a transient error only skips that file.
+session at once, transient errors (each already retried) after
+``MAX_FAILURES``, so a provider whose deletions fail cannot slow the run down.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ from ..errors import EngineError, FatalError, NotFound
 from .client import BatchClient, NoBatchApi
 from .ledger import LedgerFile
 
-__all__ = ["Deletions", "delete_files"]
+__all__ = ["MAX_FAILURES", "Deletions", "delete_files"]
+
+#: Failed deletions (each after the retry policy's attempts) before a session stops trying.
+MAX_FAILURES = 3
 
 
 @dataclass
@@ -62,6 +66,6 @@ def _failed(
     reason = exc.message[:300]
     log("delete_failed", file=f.name, file_id=file_id, reason=reason)
     tally.failed += 1
-    tally.stopped = tally.stopped or stop
+    tally.stopped = tally.stopped or stop or tally.failed >= MAX_FAILURES
     if tally.first_error is None:
         tally.first_error = f"deleting {file_id} failed: {reason}"
