@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -108,6 +109,9 @@ class PeakRSS:
         self.total = 0
         self.private = 0
         self.private_name = ""
+        #: Peak growth of the used space on the disk Ray spills to (its object store overflows there).
+        self.disk_growth = 0
+        self._disk_at_start = shutil.disk_usage(tempfile.gettempdir()).used
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -125,6 +129,8 @@ class PeakRSS:
                             self.private, self.private_name = mem.rss - mem.shared, proc.info["name"] or ""
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     continue
+            grown = shutil.disk_usage(tempfile.gettempdir()).used - self._disk_at_start
+            self.disk_growth = max(self.disk_growth, grown)
             if sizes:
                 self.largest = max(self.largest, max(sizes))
                 self.total = max(self.total, sum(sizes))
@@ -210,6 +216,7 @@ def run_ray(parts: Path, out: Path, partitions: int | None) -> dict[str, Any]:
         "peak_rss_sum_mb": _mb(rss.total),
         "peak_private_mb": _mb(rss.private),
         "largest_private_process": rss.private_name,
+        "peak_disk_growth_mb": _mb(rss.disk_growth),
         "stages": stages,
         "partitions": result.partitions,
         "edges": result.edges,
@@ -394,6 +401,7 @@ def render(data: dict[str, Any]) -> str:
         f"ray / single components: {ratio(get(data, 'ray_vs_single_components_ratio'))}; "
         f"same keep/drop decisions: {fmt(100 * agree, '%') if isinstance(agree, float) else '-'}",
         f"ray / single greedy: {ratio(get(data, 'ray_vs_single_greedy_ratio'))}",
+        f"disk used by Ray's spilled objects at the peak: {fmt(get(data, 'runs.ray.peak_disk_growth_mb'), ' MB')}",
     ]
     scoring = get(data, "scoring")
     if isinstance(scoring, dict):

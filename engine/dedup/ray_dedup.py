@@ -122,13 +122,24 @@ def _pairs_group(batch: Batch) -> Batch:
     return {"kind": kind, "a": np.concatenate([a, exact_doc]), "b": np.concatenate([b, exact_rep])}
 
 
-def _sig_rows(batch: Batch, *, partitions: int) -> Batch:
+def _endpoints(batch: Batch) -> Batch:
+    return {"doc": np.unique(np.concatenate([_u64(batch["a"]), _u64(batch["b"])]))}
+
+
+def _sig_rows(batch: Batch, *, partitions: int, needed: Any) -> Batch:
+    """The signature rows of the documents some candidate pair names (``needed``: a sorted array in the object store)."""
+    import ray
+
+    wanted = ray.get(needed)
     docs = _u64(batch["doc"])
+    at = np.searchsorted(wanted, docs)
+    keep = (at < len(wanted)) & (wanted[np.minimum(at, len(wanted) - 1)] == docs) if len(wanted) else at < 0
+    docs = docs[keep]
     return {
         "p": graph.partition_of(docs, partitions),
         "doc": docs,
         "other": np.full(len(docs), graph.NONE, dtype=np.uint64),
-        "sig": batch["sig"],
+        "sig": batch["sig"][keep],
     }
 
 
@@ -474,8 +485,16 @@ def _run(
     pairs = cand.filter(expr=col("kind") == 0)
     exact = cand.filter(expr=col("kind") == 1)
 
-    # verification: a's signature joins the pair, then b's
-    sig_rows = signed.map_batches(_sig_rows, fn_kwargs={"partitions": p}, batch_format="numpy")
+    # verification: a's signature joins the pair, then b's. Only the signatures of documents in some candidate pair
+    # take part: the ids they name (8 bytes each, a few per duplicate) are broadcast through the object store, so the
+    # shuffles move a signature per candidate, not one per document (at 10M texts, 5 GB of signatures twice)
+    import ray
+
+    ends = pairs.map_batches(_endpoints, batch_format="numpy")
+    needed = ray.put(
+        np.unique(np.concatenate([_u64(b["doc"]) for b in ends.iter_batches(batch_format="numpy")] or [_u64([])]))
+    )
+    sig_rows = signed.map_batches(_sig_rows, fn_kwargs={"partitions": p, "needed": needed}, batch_format="numpy")
     pair_rows = pairs.map_batches(
         _pair_rows, fn_kwargs={"partitions": p, "num_perm": config.num_perm, "dtype": dtype}, batch_format="numpy"
     )
@@ -493,6 +512,7 @@ def _run(
         .materialize()
     )
     edge_count = edges.count()
+    del signed, sig_rows, pair_rows, halfway, needed  # the signatures are done with: their blocks can go
     done(f"verification ({edge_count} edges)")
 
     # connected components: large-star / small-star until a star forest
