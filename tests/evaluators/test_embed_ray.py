@@ -89,6 +89,43 @@ def test_eval_on_ray_sends_only_what_the_cache_lacks(ray_cluster, cache_env, tmp
     assert (a["accuracy"], a["confusion"]) == (b["accuracy"], b["confusion"])
 
 
+@pytest.mark.slow  # two Ray passes, each starting its actors
+def test_experiment_on_ray_scores_what_one_process_does(ray_cluster, onnx_root, tmp_path):
+    """The embed function `experiment --ray` hands the grid runner: one pass per call with new texts, none after."""
+    from evaluators import experiment as ex
+
+    from .test_experiment import FakeGenerator, fake_real
+
+    grid = ex.Grid.from_dict(
+        {"task": "fake", "approaches": ["zero-shot"], "quantities": [8], "seeds": [0], "baselines": False}
+        | {"quality": False, "head": {"kind": "logreg", "C": 1.0}}
+    )
+
+    def run(out: str, encoder: Encoder) -> dict[str, Any]:
+        embed = lambda texts: encoder.embed(list(texts))  # noqa: E731  (what the command passes)
+        return ex.run_experiment(grid, tmp_path / out, generate=FakeGenerator(), embed=embed, real_data=fake_real)
+
+    (tmp_path / "emb").mkdir()
+    local = Encoder.load("fp32", cache=False, root=onnx_root)
+    cached = Encoder.load("fp32", cache=True, root=onnx_root, cache_root=tmp_path / "emb")
+    try:
+        on_ray = RayEncoder.attach(cached)
+        got, expected = run("ray", on_ray), run("local", local)
+        assert on_ray.stats.passes == 2 and on_ray.stats.embedded == 20 + 8  # the test split, then the cell's texts
+        again = run("again", on_ray)  # a new output folder, the same cache: nothing is sent
+    finally:
+        local.close()
+        cached.close()
+    assert on_ray.stats.passes == 2 and on_ray.stats.embedded == 28
+    for results in (got, again):
+        assert results["cells"].keys() == expected["cells"].keys()
+        for key, cell in results["cells"].items():
+            assert (cell["accuracy"], cell["macro_f1"]) == (
+                expected["cells"][key]["accuracy"],
+                expected["cells"][key]["macro_f1"],
+            )
+
+
 @pytest.mark.parametrize(
     ("command", "extra", "needle"),
     [
