@@ -85,6 +85,8 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Any:
                 kwargs["_node_ip_address"] = LOOPBACK
             ray.init(address=address, **kwargs)
         else:
+            # Ray turns token authentication on for a new local instance (good) and warns about it on every start
+            logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
             ray.init(
                 address="local",  # a new private instance, never a cluster some other process left running
                 num_cpus=num_cpus or os.cpu_count() or 1,
