@@ -47,6 +47,9 @@ ROW_BITS = 40
 ROW_MASK = np.uint64((1 << ROW_BITS) - 1)
 #: Band rows per partition the default partition count aims for (about 100 MB of rows per group call).
 ROWS_PER_PARTITION = 4_000_000
+#: Band rows per band-key shuffle: a large corpus shuffles its bands a few at a time, in rounds, so the rows in
+#: flight (33 bytes each) fit the object store instead of spilling the whole corpus's worth to disk.
+BAND_ROWS_PER_ROUND = 60_000_000
 #: Rows read from a part per signature batch.
 READ_CHUNK = 8192
 #: Large-star/small-star rounds before giving up (O(log n) are needed; 30 covers any real corpus).
@@ -103,16 +106,17 @@ def _sign_parts(batch: Batch, *, fields: Sequence[str], config: DedupConfig) -> 
             yield {"doc": _u64(docs), "ekey": _u64(signed.keys), "sig": signed.signatures}
 
 
-def _band_rows(batch: Batch, *, config: DedupConfig, partitions: int) -> Batch:
-    keys = _index(config).band_keys(batch["sig"])
+def _band_rows(batch: Batch, *, config: DedupConfig, partitions: int, lo: int, hi: int) -> Batch:
+    """One row per document and band of ``lo..hi-1``: the band key, its partition, the document and its exact key."""
+    keys = np.ascontiguousarray(_index(config).band_keys(batch["sig"])[:, lo:hi])
     n, bands = keys.shape
     flat = keys.reshape(-1)
     return {
-        "p": (flat % np.uint64(partitions)).astype(np.int64),
+        "p": (flat % np.uint64(partitions)).astype(np.int32),
         "key": flat,
         "doc": np.repeat(_u64(batch["doc"]), bands),
         "ekey": np.repeat(_u64(batch["ekey"]), bands),
-        "band": np.tile(np.arange(bands, dtype=np.uint8), n),
+        "band": np.tile(np.arange(lo, hi, dtype=np.uint8), n),
     }
 
 
@@ -474,14 +478,27 @@ def _run(
     p = partitions or default_partitions(docs, len(index.bands), cluster_cpus())
     dtype = str(np.dtype(np.uint32 if config.scheme == "affine32" else np.uint64))
 
-    # candidate pairs and exact copies, by band key
-    cand = (
-        signed.map_batches(_band_rows, fn_kwargs={"config": config, "partitions": p}, batch_format="numpy")
-        .groupby("p", num_partitions=p)
-        .map_groups(_pairs_group, batch_format="numpy")
-        .materialize()
-    )
-    done("band keys and candidate pairs")
+    # candidate pairs and exact copies, by band key, a few bands per round (exact copies come from band 0's round;
+    # a pair found in several rounds is counted once at verification, which dedupes the pairs of each document)
+    bands = len(index.bands)
+    per_round = max(1, min(bands, BAND_ROWS_PER_ROUND // max(docs, 1)))
+    found = []
+    for lo in range(0, bands, per_round):
+        hi = min(bands, lo + per_round)
+        p_round = partitions or default_partitions(docs, hi - lo, cluster_cpus())
+        found.append(
+            signed.map_batches(
+                _band_rows,
+                fn_kwargs={"config": config, "partitions": p_round, "lo": lo, "hi": hi},
+                batch_format="numpy",
+            )
+            .groupby("p", num_partitions=p_round)
+            .map_groups(_pairs_group, batch_format="numpy")
+            .materialize()
+        )
+    cand = found[0].union(*found[1:]).materialize() if len(found) > 1 else found[0]
+    del found
+    done(f"band keys and candidate pairs ({math.ceil(bands / per_round)} round(s))")
     pairs = cand.filter(expr=col("kind") == 0)
     exact = cand.filter(expr=col("kind") == 1)
 

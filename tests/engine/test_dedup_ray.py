@@ -215,10 +215,15 @@ def kept_and_dropped(out: Path) -> tuple[list[str], dict[str, tuple[str, str]]]:
     return kept, dropped
 
 
+@pytest.mark.parametrize("band_rounds", [1, 3])
 def test_ray_finds_planted_duplicates_across_parts_and_matches_the_single_machine_components(
-    ray_cluster, tmp_path, capsys
+    ray_cluster, tmp_path, capsys, monkeypatch, band_rounds
 ):
+    from engine.dedup import ray_dedup
+
     rows, planted = corpus()
+    if band_rounds > 1:  # the bands shuffled 10 at a time (25 bands: 3 rounds), as a large corpus does
+        monkeypatch.setattr(ray_dedup, "BAND_ROWS_PER_ROUND", 10 * len(rows))
     paths = write_parts(tmp_path / "in", rows, 4)
     out = tmp_path / "out"
     assert ray_run(str(tmp_path / "in"), "--out", str(out), "--partitions", "3") == 0
