@@ -38,8 +38,11 @@ __all__ = [
     "atomic_write_rows",
     "atomic_write_text",
     "describe_columns",
+    "iter_jsonl",
     "parse_yaml",
+    "read_csv",
     "read_jsonl",
+    "read_parquet",
     "read_rows",
     "read_yaml",
 ]
@@ -105,8 +108,8 @@ def _json_error(path: Path, number: int, exc: json.JSONDecodeError) -> DataError
     )
 
 
-def read_jsonl(path: str | Path, *, tolerate_torn_tail: bool = False) -> Iterator[dict[str, Any]]:
-    """The JSON object on each non-blank line of ``path``.
+def iter_jsonl(path: str | Path, *, tolerate_torn_tail: bool = False) -> Iterator[tuple[dict[str, Any], str]]:
+    """``(object, line)`` for each non-blank line of ``path``: the JSON object and its text, newline stripped.
 
     With ``tolerate_torn_tail`` an unparseable *last* line without a final newline
     (what a killed writer leaves) ends the file quietly instead of failing.
@@ -128,7 +131,13 @@ def read_jsonl(path: str | Path, *, tolerate_torn_tail: bool = False) -> Iterato
                     f"{p}:{number}: a JSON {type(obj).__name__}, not an object",
                     hint='each line must be one JSON object such as {"text": "...", "label": "..."}',
                 )
-            yield obj
+            yield obj, line.rstrip("\r\n")
+
+
+def read_jsonl(path: str | Path, *, tolerate_torn_tail: bool = False) -> Iterator[dict[str, Any]]:
+    """The JSON object on each non-blank line of ``path`` (see :func:`iter_jsonl`)."""
+    for obj, _ in iter_jsonl(path, tolerate_torn_tail=tolerate_torn_tail):
+        yield obj
 
 
 def _read_json(path: Path) -> Iterator[dict[str, Any]]:
@@ -148,7 +157,8 @@ def _read_json(path: Path) -> Iterator[dict[str, Any]]:
         yield obj
 
 
-def _read_csv(path: Path, delimiter: str) -> Iterator[dict[str, Any]]:
+def read_csv(path: Path, delimiter: str = ",") -> Iterator[dict[str, Any]]:
+    """The rows of a CSV (or, with ``delimiter="\\t"``, TSV) file as dicts of strings, keyed by the header row."""
     kind = "TSV" if delimiter == "\t" else "CSV"
     with path.open("rb") as fh:
         reader = csv.reader((line for _, line, _ in _lines(path, fh)), delimiter=delimiter)
@@ -175,7 +185,8 @@ def _read_csv(path: Path, delimiter: str) -> Iterator[dict[str, Any]]:
             raise DataError(f"{path}:{reader.line_num}: {exc}", hint=f"fix the {kind} quoting") from None
 
 
-def _read_parquet(path: Path) -> Iterator[dict[str, Any]]:
+def read_parquet(path: Path) -> Iterator[dict[str, Any]]:
+    """The rows of a Parquet file, a batch at a time (bounded memory)."""
     try:
         import pyarrow.parquet as pq
 
@@ -205,9 +216,9 @@ def read_rows(path: str | Path, *, fields: Sequence[str] | None = None) -> Itera
     elif suffix == ".json":
         rows = _read_json(p)
     elif suffix in (".csv", ".tsv"):
-        rows = _read_csv(p, "\t" if suffix == ".tsv" else ",")
+        rows = read_csv(p, "\t" if suffix == ".tsv" else ",")
     elif suffix == ".parquet":
-        rows = _read_parquet(p)
+        rows = read_parquet(p)
     else:
         raise DataError(f"{p}: unknown file type {suffix or '(none)'}", hint=f"use one of {', '.join(ROW_SUFFIXES)}")
     if not fields:

@@ -11,9 +11,11 @@ import csv
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from .. import io
 from ..errors import ConfigError, DataError
 
 __all__ = [
@@ -62,36 +64,25 @@ def read_records(path: Path) -> Records:
     fmt = format_of(path)
     if not path.is_file():
         raise DataError(f"input file {path} does not exist", hint="check the path")
-    try:
-        if fmt == "jsonl":
-            return _read_jsonl(path)
-        if fmt == "csv":
-            with path.open(encoding="utf-8", newline="") as fh:
-                reader = csv.DictReader(fh)
-                rows: list[dict[str, Any]] = list(reader)
-                return Records(fmt, rows, list(reader.fieldnames or []))
-        import pyarrow.parquet as pq
+    if fmt == "parquet":
+        try:
+            import pyarrow.parquet as pq
 
-        table = pq.read_table(path)
+            table = pq.read_table(path)
+        except Exception as exc:  # pyarrow raises its own ArrowInvalid family
+            if type(exc).__module__.startswith("pyarrow") or isinstance(exc, OSError):
+                raise DataError(f"cannot read {path} as Parquet: {exc}") from exc
+            raise
         return Records(fmt, table.to_pylist(), list(table.column_names), table=table)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from exc
-    except Exception as exc:  # pyarrow raises its own ArrowInvalid family
-        if type(exc).__module__.startswith("pyarrow"):
-            raise DataError(f"cannot read {path} as Parquet: {exc}") from exc
-        raise
-
-
-def _read_jsonl(path: Path) -> Records:
     rows: list[dict[str, Any]] = []
     lines: list[str] = []
     columns: dict[str, None] = {}
     for chunk_rows, chunk_lines in iter_rows(path):
         rows += chunk_rows
         lines += chunk_lines or []
-        for row in chunk_rows:
+        for row in chunk_rows[:1] if fmt == "csv" else chunk_rows:
             columns.update(dict.fromkeys(row))
-    return Records("jsonl", rows, list(columns), lines=lines)
+    return Records(fmt, rows, list(columns), lines=lines if fmt == "jsonl" else None)
 
 
 def _cell(value: Any) -> Any:
@@ -173,37 +164,22 @@ class Part:
 
 def _part(path: Path) -> Part:
     fmt = format_of(path)
-    try:
-        if fmt == "parquet":
+    if fmt == "parquet":
+        try:
             import pyarrow.parquet as pq
 
             meta = pq.ParquetFile(path)
-            if meta.metadata.num_rows == 0:
-                raise DataError(f"input part {path} holds no records", hint="remove the empty part")
-            return Part(path, fmt, tuple(meta.schema_arrow.names))
-        with path.open(encoding="utf-8", newline="") as fh:
-            if fmt == "csv":
-                reader = csv.reader(fh)
-                header = next(reader, None)
-                if header is None or next(reader, None) is None:
-                    raise DataError(f"input part {path} holds no records", hint="remove the empty part")
-                return Part(path, fmt, tuple(header))
-            for number, line in enumerate(fh, start=1):
-                if line.strip():
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise DataError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
-                    if not isinstance(row, dict):
-                        raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-                    return Part(path, fmt, tuple(row))
+        except Exception as exc:
+            if type(exc).__module__.startswith("pyarrow") or isinstance(exc, OSError):
+                raise DataError(f"cannot read {path} as Parquet: {exc}") from exc
+            raise
+        if meta.metadata.num_rows == 0:
+            raise DataError(f"input part {path} holds no records", hint="remove the empty part")
+        return Part(path, fmt, tuple(meta.schema_arrow.names))
+    first = next(io.read_csv(path) if fmt == "csv" else (row for row, _ in io.iter_jsonl(path)), None)
+    if first is None:
         raise DataError(f"input part {path} holds no records", hint="remove the empty part")
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from exc
-    except Exception as exc:
-        if type(exc).__module__.startswith("pyarrow"):
-            raise DataError(f"cannot read {path} as Parquet: {exc}") from exc
-        raise
+    return Part(path, fmt, tuple(first))
 
 
 def inspect_parts(paths: Sequence[Path]) -> list[Part]:
@@ -257,40 +233,18 @@ def text_of(row: dict[str, Any], fields: Sequence[str]) -> str | None:
 def iter_rows(path: Path, chunk: int = 8192) -> Iterator[tuple[list[dict[str, Any]], list[str] | None]]:
     """The rows of one part, ``chunk`` at a time, with the raw lines of a JSONL part (blank lines skipped)."""
     fmt = format_of(path)
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk):
-            yield batch.to_pylist(), None
-        return
-    with path.open(encoding="utf-8", newline="") as fh:
-        if fmt == "csv":
-            reader = csv.DictReader(fh)
-            rows: list[dict[str, Any]] = []
-            for row in reader:
-                rows.append(row)
-                if len(rows) == chunk:
-                    yield rows, None
-                    rows = []
-            if rows:
-                yield rows, None
-            return
-        rows, lines = [], []
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(
-                    f"{path}:{number}: not valid JSON ({exc.msg})", hint="one JSON object per line"
-                ) from exc
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+    if fmt == "jsonl":
+        rows: list[dict[str, Any]] = []
+        lines: list[str] = []
+        for row, line in io.iter_jsonl(path):
             rows.append(row)
-            lines.append(line.rstrip("\r\n"))
+            lines.append(line)
             if len(rows) == chunk:
                 yield rows, lines
                 rows, lines = [], []
         if rows:
             yield rows, lines
+        return
+    source = io.read_csv(path) if fmt == "csv" else io.read_parquet(path)
+    while batch := list(islice(source, chunk)):
+        yield batch, None
