@@ -27,7 +27,7 @@ from typing import Any
 from ..config import RateLimit
 from ..errors import RateLimited, RetryableError
 from ..headers import bucket_level, parse_duration, parse_number, parse_retry_after
-from .bucket import Bucket, Clock, Gate, Sleep
+from .bucket import Bucket, Clock, Gate, Sleep, fit_bucket
 
 __all__ = [
     "DECREASE_INTERVAL_S",
@@ -199,15 +199,11 @@ class AdmissionController:
         user_limit = self.limit.rpm if kind == "requests" else self.limit.tpm
         bucket = self._rpm if kind == "requests" else self._tpm
         if server_limit is not None:
-            capacity = min(server_limit, user_limit) if user_limit else server_limit
-            if bucket is None:
-                bucket = Bucket(capacity, self._clock, level=capacity)
-                if kind == "requests":
-                    self._rpm = bucket
-                else:
-                    self._tpm = bucket
-            elif bucket.capacity != capacity:
-                bucket.resize(capacity, now)
+            bucket, _ = fit_bucket(bucket, server_limit, user_limit, self._clock, now)
+            if kind == "requests":
+                self._rpm = bucket
+            else:
+                self._tpm = bucket
             if not self._learned:
                 self._learned = True
                 self._aimd = False

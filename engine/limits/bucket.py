@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-__all__ = ["Bucket", "Clock", "Gate", "Sleep"]
+__all__ = ["Bucket", "Clock", "Gate", "Sleep", "fit_bucket"]
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[Any]]
@@ -178,3 +178,18 @@ class Bucket:
             self.take(amount)
             return
         await self._gate.wait(lambda: self.delay(amount), lambda: self.take(amount))
+
+
+def fit_bucket(
+    bucket: Bucket | None, server_limit: float, user_limit: float | None, clock: Clock, now: float
+) -> tuple[Bucket, bool]:
+    """The bucket for a limit the server announced (capped by the user's): a new full one, or ``bucket`` resized.
+
+    Returns ``(bucket, new)``; a limit given by the user is never raised by what the server says.
+    """
+    capacity = min(server_limit, user_limit) if user_limit else server_limit
+    if bucket is None:
+        return Bucket(capacity, clock, level=capacity), True
+    if bucket.capacity != capacity:
+        bucket.resize(capacity, now)
+    return bucket, False

@@ -28,7 +28,7 @@ from typing import Any
 from ..config import RateLimit
 from ..headers import bucket_level, parse_duration, parse_number
 from .admission import DECREASE_INTERVAL_S, HEADROOM, INITIAL_CONCURRENCY
-from .bucket import Bucket, Clock
+from .bucket import Bucket, Clock, fit_bucket
 
 __all__ = ["LEASE_S", "Budget", "Grant", "Report"]
 
@@ -201,15 +201,11 @@ class Budget:
             bucket = self._rpm if kind == "requests" else self._tpm
             fresh = False
             if server_limit is not None:
-                capacity = min(server_limit, user_limit) if user_limit else server_limit
-                if bucket is None:
-                    bucket, fresh = Bucket(capacity, self.clock, level=capacity), True
-                    if kind == "requests":
-                        self._rpm = bucket
-                    else:
-                        self._tpm = bucket
-                elif bucket.capacity != capacity:
-                    bucket.resize(capacity, now)
+                bucket, fresh = fit_bucket(bucket, server_limit, user_limit, self.clock, now)
+                if kind == "requests":
+                    self._rpm = bucket
+                else:
+                    self._tpm = bucket
                 if not self.learned:
                     self.learned, self.aimd = True, False
                     self.concurrency = self.limit.max_in_flight
