@@ -102,15 +102,22 @@ class PeakRSS:
     counts in its RSS, so RSS overstates what a Ray process holds of its own.
     """
 
-    def __init__(self, pick: Any, period: float = 0.2) -> None:
+    def __init__(self, pick: Any, period: float = 0.2, driver: int | None = None) -> None:
         self.pick = pick
         self.period = period
+        self.driver = driver
         self.largest = 0
         self.total = 0
+        #: The largest private memory of a process other than ``driver`` (which holds the benchmark's corpus too:
+        #: its own figure is ``driver_growth``, the peak over what it held at the start).
         self.private = 0
         self.private_name = ""
-        #: Peak growth of the used space on the disk Ray spills to (its object store overflows there).
+        self.driver_growth = 0
+        self._driver_start: int | None = None
+        #: Peak growth of the used space on the disk Ray spills to (its object store overflows there), overall and
+        #: since the last :meth:`stage_disk` call.
         self.disk_growth = 0
+        self.stage_disk_growth = 0
         self._disk_at_start = shutil.disk_usage(tempfile.gettempdir()).used
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -125,16 +132,26 @@ class PeakRSS:
                     if self.pick(proc):
                         mem = proc.memory_info()
                         sizes.append(mem.rss)
-                        if mem.rss - mem.shared > self.private:
-                            self.private, self.private_name = mem.rss - mem.shared, proc.info["name"] or ""
+                        private = mem.rss - mem.shared
+                        if proc.info["pid"] == self.driver:
+                            self._driver_start = private if self._driver_start is None else self._driver_start
+                            self.driver_growth = max(self.driver_growth, private - self._driver_start)
+                        elif private > self.private:
+                            self.private, self.private_name = private, proc.info["name"] or ""
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     continue
             grown = shutil.disk_usage(tempfile.gettempdir()).used - self._disk_at_start
             self.disk_growth = max(self.disk_growth, grown)
+            self.stage_disk_growth = max(self.stage_disk_growth, grown)
             if sizes:
                 self.largest = max(self.largest, max(sizes))
                 self.total = max(self.total, sum(sizes))
             self._stop.wait(self.period)
+
+    def stage_disk(self) -> int:
+        """The peak disk growth since the last call (a stage's)."""
+        peak, self.stage_disk_growth = self.stage_disk_growth, 0
+        return peak
 
     def __enter__(self) -> PeakRSS:
         self._thread.start()
@@ -193,15 +210,13 @@ def run_ray(parts: Path, out: Path, partitions: int | None) -> dict[str, Any]:
 
     parts_list = inspect_parts(expand_inputs([str(parts)]))
     started = time.perf_counter()
-    with PeakRSS(is_ray) as rss:
+    with PeakRSS(is_ray, driver=me) as rss:
+
+        def note(line: str) -> None:
+            stages.append(f"{line}, disk at most +{_mb(rss.stage_disk()):,.0f} MB")
+
         result = ray_dedup(
-            parts_list,
-            fields=["text"],
-            out=out,
-            fmt="jsonl",
-            config=DedupConfig(),
-            partitions=partitions,
-            note=stages.append,
+            parts_list, fields=["text"], out=out, fmt="jsonl", config=DedupConfig(), partitions=partitions, note=note
         )
     elapsed = time.perf_counter() - started
     drops = {}
@@ -216,6 +231,7 @@ def run_ray(parts: Path, out: Path, partitions: int | None) -> dict[str, Any]:
         "peak_rss_sum_mb": _mb(rss.total),
         "peak_private_mb": _mb(rss.private),
         "largest_private_process": rss.private_name,
+        "driver_growth_mb": _mb(rss.driver_growth),
         "peak_disk_growth_mb": _mb(rss.disk_growth),
         "stages": stages,
         "partitions": result.partitions,
@@ -401,7 +417,9 @@ def render(data: dict[str, Any]) -> str:
         f"ray / single components: {ratio(get(data, 'ray_vs_single_components_ratio'))}; "
         f"same keep/drop decisions: {fmt(100 * agree, '%') if isinstance(agree, float) else '-'}",
         f"ray / single greedy: {ratio(get(data, 'ray_vs_single_greedy_ratio'))}",
-        f"disk used by Ray's spilled objects at the peak: {fmt(get(data, 'runs.ray.peak_disk_growth_mb'), ' MB')}",
+        f"disk used by Ray's spilled objects at the peak: {fmt(get(data, 'runs.ray.peak_disk_growth_mb'), ' MB')}; "
+        f"the Ray driver grew by {fmt(get(data, 'runs.ray.driver_growth_mb'), ' MB')} (the largest Ray process above "
+        "is a worker: the driver also holds this benchmark's corpus)",
     ]
     scoring = get(data, "scoring")
     if isinstance(scoring, dict):

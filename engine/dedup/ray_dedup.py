@@ -511,7 +511,11 @@ def _run(
     needed = ray.put(
         np.unique(np.concatenate([_u64(b["doc"]) for b in ends.iter_batches(batch_format="numpy")] or [_u64([])]))
     )
-    sig_rows = signed.map_batches(_sig_rows, fn_kwargs={"partitions": p, "needed": needed}, batch_format="numpy")
+    # read once (both joins use them), after which the whole corpus's signatures can go
+    sig_rows = signed.map_batches(
+        _sig_rows, fn_kwargs={"partitions": p, "needed": needed}, batch_format="numpy"
+    ).materialize()
+    del signed, needed
     pair_rows = pairs.map_batches(
         _pair_rows, fn_kwargs={"partitions": p, "num_perm": config.num_perm, "dtype": dtype}, batch_format="numpy"
     )
@@ -529,7 +533,7 @@ def _run(
         .materialize()
     )
     edge_count = edges.count()
-    del signed, sig_rows, pair_rows, halfway, needed  # the signatures are done with: their blocks can go
+    del sig_rows, pair_rows, halfway  # the signatures are done with: their blocks can go
     done(f"verification ({edge_count} edges)")
 
     # connected components: large-star / small-star until a star forest
