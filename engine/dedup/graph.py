@@ -120,36 +120,39 @@ def _lookup(sorted_docs: U64, wanted: U64) -> NDArray[np.intp]:
     return at
 
 
-def attach(docs: U64, other: U64, sigs: NDArray[np.unsignedinteger]) -> tuple[U64, U64, NDArray[np.unsignedinteger]]:
-    """First verification step: pair rows ``(a, b)`` get ``a``'s signature.
+def attach(
+    sig_docs: U64, sigs: NDArray[np.unsignedinteger], a: U64, b: U64
+) -> tuple[U64, U64, NDArray[np.unsignedinteger]]:
+    """First verification step: pairs ``(a, b)`` get ``a``'s signature (``sig_docs``/``sigs``: the signature rows).
 
-    Signature rows have ``other == NONE``. Returns ``(b, a, signature of a)``
-    for every distinct pair, to be routed to ``b``'s partition.
+    Returns ``(b, a, signature of a)`` for every distinct pair, to be routed to ``b``'s partition.
     """
-    is_sig = other == NONE
-    sig_docs, sig_rows = docs[is_sig], sigs[is_sig]
     order = np.argsort(sig_docs, kind="stable")
-    sig_docs, sig_rows = sig_docs[order], sig_rows[order]
-    a, b = dedupe_pairs(docs[~is_sig], other[~is_sig])
-    return b, a, sig_rows[_lookup(sig_docs, a)]
+    sig_docs, sigs = sig_docs[order], sigs[order]
+    a, b = dedupe_pairs(a, b)
+    return b, a, sigs[_lookup(sig_docs, a)]
 
 
 def verified(
-    docs: U64, other: U64, sigs: NDArray[np.unsignedinteger], *, threshold: float, num_perm: int
+    sig_docs: U64,
+    sigs: NDArray[np.unsignedinteger],
+    b: U64,
+    a: U64,
+    sig_a: NDArray[np.unsignedinteger],
+    *,
+    threshold: float,
+    num_perm: int,
 ) -> tuple[U64, U64]:
-    """Second verification step: pair rows ``(b, a, signature of a)`` compared with ``b``'s signature row.
+    """Second verification step: pairs ``(b, a, signature of a)`` compared with ``b``'s signature.
 
     Keeps the pairs whose estimated Jaccard (equal values / ``num_perm``) is at
     least ``threshold``, the index's own test. Returns edges ``(a, b)``.
     """
-    is_sig = other == NONE
-    sig_docs, sig_rows = docs[is_sig], sigs[is_sig]
-    order = np.argsort(sig_docs, kind="stable")
-    sig_docs, sig_rows = sig_docs[order], sig_rows[order]
-    b, a, sig_a = docs[~is_sig], other[~is_sig], sigs[~is_sig]
     if len(b) == 0:
         return a, b
-    equal = np.count_nonzero(sig_rows[_lookup(sig_docs, b)] == sig_a, axis=1)
+    order = np.argsort(sig_docs, kind="stable")
+    sig_docs, sigs = sig_docs[order], sigs[order]
+    equal = np.count_nonzero(sigs[_lookup(sig_docs, b)] == sig_a, axis=1)
     ok = equal / num_perm >= threshold
     return a[ok], b[ok]
 

@@ -50,7 +50,7 @@ ROWS_PER_PARTITION = 4_000_000
 #: Band rows per band-key shuffle: a large corpus shuffles its bands a few at a time, in rounds, so the rows in
 #: flight (33 bytes each) fit the object store instead of spilling the whole corpus's worth to disk.
 BAND_ROWS_PER_ROUND = 60_000_000
-#: Rows read from a part per signature batch.
+#: Rows read from a part (and signed) at a time.
 READ_CHUNK = 8192
 #: Large-star/small-star rounds before giving up (O(log n) are needed; 30 covers any real corpus).
 MAX_ROUNDS = 30
@@ -58,6 +58,7 @@ MANIFEST = "_manifest.json"
 DROPPED = "dropped"
 
 Batch = dict[str, NDArray[Any]]
+U64 = graph.U64
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +131,17 @@ def _endpoints(batch: Batch) -> Batch:
     return {"doc": np.unique(np.concatenate([_u64(batch["a"]), _u64(batch["b"])]))}
 
 
+def _pack(sigs: NDArray[Any]) -> NDArray[Any]:
+    """Signatures as one ``bytes`` per row: a binary column, so pair rows can carry an empty one (not 512 zeros)."""
+    return np.array([row.tobytes() for row in sigs], dtype=object)
+
+
+def _unpack(packed: NDArray[Any], *, num_perm: int, dtype: str) -> NDArray[Any]:
+    if not len(packed):
+        return np.zeros((0, num_perm), dtype=dtype)
+    return np.frombuffer(b"".join(packed.tolist()), dtype=dtype).reshape(len(packed), num_perm)
+
+
 def _sig_rows(batch: Batch, *, partitions: int, needed: Any) -> Batch:
     """The signature rows of the documents some candidate pair names (``needed``: a sorted array in the object store)."""
     import ray
@@ -143,29 +155,38 @@ def _sig_rows(batch: Batch, *, partitions: int, needed: Any) -> Batch:
         "p": graph.partition_of(docs, partitions),
         "doc": docs,
         "other": np.full(len(docs), graph.NONE, dtype=np.uint64),
-        "sig": batch["sig"][keep],
+        "sig": _pack(batch["sig"][keep]),
     }
 
 
-def _pair_rows(batch: Batch, *, partitions: int, num_perm: int, dtype: str) -> Batch:
+def _pair_rows(batch: Batch, *, partitions: int) -> Batch:
     a = _u64(batch["a"])
     return {
         "p": graph.partition_of(a, partitions),
         "doc": a,
         "other": _u64(batch["b"]),
-        "sig": np.zeros((len(a), num_perm), dtype=dtype),
+        "sig": np.full(len(a), b"", dtype=object),
     }
 
 
-def _attach_group(batch: Batch, *, partitions: int) -> Batch:
-    b, a, sig_a = graph.attach(_u64(batch["doc"]), _u64(batch["other"]), batch["sig"])
-    return {"p": graph.partition_of(b, partitions), "doc": b, "other": a, "sig": sig_a}
+def _split(batch: Batch, *, num_perm: int, dtype: str) -> tuple[U64, NDArray[Any], U64, U64, NDArray[Any]]:
+    """A joined partition: the signature rows ``(doc, sig)``, and the other rows ``(doc, other, packed sig)``."""
+    docs, other = _u64(batch["doc"]), _u64(batch["other"])
+    is_sig = other == graph.NONE
+    sigs = _unpack(np.asarray(batch["sig"])[is_sig], num_perm=num_perm, dtype=dtype)
+    return docs[is_sig], sigs, docs[~is_sig], other[~is_sig], np.asarray(batch["sig"])[~is_sig]
 
 
-def _verify_group(batch: Batch, *, threshold: float, num_perm: int) -> Batch:
-    a, b = graph.verified(
-        _u64(batch["doc"]), _u64(batch["other"]), batch["sig"], threshold=threshold, num_perm=num_perm
-    )
+def _attach_group(batch: Batch, *, partitions: int, num_perm: int, dtype: str) -> Batch:
+    sig_docs, sigs, a, b, _ = _split(batch, num_perm=num_perm, dtype=dtype)
+    b, a, sig_a = graph.attach(sig_docs, sigs, a, b)
+    return {"p": graph.partition_of(b, partitions), "doc": b, "other": a, "sig": _pack(sig_a)}
+
+
+def _verify_group(batch: Batch, *, threshold: float, num_perm: int, dtype: str) -> Batch:
+    sig_docs, sigs, b, a, packed = _split(batch, num_perm=num_perm, dtype=dtype)
+    sig_a = _unpack(packed, num_perm=num_perm, dtype=dtype)
+    a, b = graph.verified(sig_docs, sigs, b, a, sig_a, threshold=threshold, num_perm=num_perm)
     return {"a": a, "b": b}
 
 
@@ -516,20 +537,18 @@ def _run(
         _sig_rows, fn_kwargs={"partitions": p, "needed": needed}, batch_format="numpy"
     ).materialize()
     del signed, needed
-    pair_rows = pairs.map_batches(
-        _pair_rows, fn_kwargs={"partitions": p, "num_perm": config.num_perm, "dtype": dtype}, batch_format="numpy"
-    )
+    pair_rows = pairs.map_batches(_pair_rows, fn_kwargs={"partitions": p}, batch_format="numpy")
+    shape = {"num_perm": config.num_perm, "dtype": dtype}
     halfway = (
         sig_rows.union(pair_rows)
         .groupby("p", num_partitions=p)
-        .map_groups(_attach_group, fn_kwargs={"partitions": p}, batch_format="numpy")
+        .map_groups(_attach_group, fn_kwargs={"partitions": p, **shape}, batch_format="numpy")
+        .materialize()  # the second join's shuffle reads it whole, once
     )
     edges = (
         sig_rows.union(halfway)
         .groupby("p", num_partitions=p)
-        .map_groups(
-            _verify_group, fn_kwargs={"threshold": config.threshold, "num_perm": config.num_perm}, batch_format="numpy"
-        )
+        .map_groups(_verify_group, fn_kwargs={"threshold": config.threshold, **shape}, batch_format="numpy")
         .materialize()
     )
     edge_count = edges.count()

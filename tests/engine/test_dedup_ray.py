@@ -134,16 +134,12 @@ def test_band_pairs_joins_representatives_sharing_a_key_and_reports_exact_copies
 
 def test_verification_keeps_pairs_at_or_above_the_threshold():
     sigs = np.array([[1, 2, 3, 4], [1, 2, 3, 9], [1, 9, 9, 9]], dtype=np.uint32)
-    docs = np.array([0, 1, 2], dtype=np.uint64)
-    none = np.full(3, graph.NONE, dtype=np.uint64)
+    docs = np.array([2, 0, 1], dtype=np.uint64)  # signature rows in any order
+    sigs = sigs[[2, 0, 1]]
     pair_a, pair_b = np.array([0, 0, 0], dtype=np.uint64), np.array([1, 2, 1], dtype=np.uint64)  # (0, 1) twice
-    b, a, sig_a = graph.attach(
-        np.concatenate([docs, pair_a]), np.concatenate([none, pair_b]), np.concatenate([sigs, np.zeros_like(sigs)])
-    )
+    b, a, sig_a = graph.attach(docs, sigs, pair_a, pair_b)
     assert len(b) == 2  # deduplicated
-    ea, eb = graph.verified(
-        np.concatenate([docs, b]), np.concatenate([none, a]), np.concatenate([sigs, sig_a]), threshold=0.75, num_perm=4
-    )
+    ea, eb = graph.verified(docs, sigs, b, a, sig_a, threshold=0.75, num_perm=4)
     assert list(zip(ea.tolist(), eb.tolist(), strict=True)) == [(0, 1)]
 
 
