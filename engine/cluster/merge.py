@@ -65,7 +65,8 @@ def _dedup_pass(
     parts: Sequence[Path], scratch: Path, *, dedup: DedupConfig, field_names: Sequence[str]
 ) -> tuple[list[_Source], int, int]:
     """Run the Ray Data pass over the shards that hold data; ``(sources in shard order, edges, rounds)``."""
-    from ..dedup.ray_dedup import DROPPED, part_name, ray_dedup
+    from ..dedup.ray_dedup import ray_dedup
+    from ..dedup.ray_write import DROPPED, part_name
     from ..dedup.records import Part
 
     for stale in scratch.parent.glob(f".{scratch.name}.*"):  # a killed merge's temporary folders (the run is locked)
