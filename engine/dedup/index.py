@@ -120,13 +120,13 @@ class DedupIndex:
 
     # -- band keys ------------------------------------------------------------------------------
 
-    def band_keys(self, signatures: NDArray[np.unsignedinteger]) -> NDArray[np.uint64]:
-        """``(n, bands)`` 64-bit keys of the bands of ``(n, num_perm)`` signatures, vectorised."""
+    def band_keys(self, signatures: NDArray[np.unsignedinteger], bands: slice = slice(None)) -> NDArray[np.uint64]:
+        """``(n, bands)`` 64-bit keys of the bands of ``(n, num_perm)`` signatures, vectorised (``bands``: only those)."""
         sigs = np.asarray(signatures)
         if sigs.ndim != 2 or sigs.shape[1] != self.num_perm:
             raise ValueError(f"expected signatures of {self.num_perm} values, got shape {sigs.shape}")
-        values = sigs[:, : self._used].astype(np.uint64).reshape(len(sigs), len(self.bands), self.rows)
-        h = np.broadcast_to(self._salts, values.shape[:2]).copy()
+        values = sigs[:, : self._used].reshape(len(sigs), len(self.bands), self.rows)[:, bands].astype(np.uint64)
+        h = np.broadcast_to(self._salts[bands], values.shape[:2]).copy()
         for r in range(self.rows):
             h = _splitmix((h ^ values[:, :, r]) * _GOLDEN)
         return h

@@ -91,7 +91,7 @@ def sign_parts(batch: Batch, *, fields: Sequence[str], config: DedupConfig) -> I
 
 def band_rows(batch: Batch, *, config: DedupConfig, partitions: int, lo: int, hi: int) -> Batch:
     """One row per document and band of ``lo..hi-1``: the band key, its partition, the document and its exact key."""
-    keys = np.ascontiguousarray(index_of(config).band_keys(batch["sig"])[:, lo:hi])
+    keys = index_of(config).band_keys(batch["sig"], slice(lo, hi))
     n, bands = keys.shape
     flat = keys.reshape(-1)
     return {
@@ -130,8 +130,7 @@ def sig_rows(batch: Batch, *, partitions: int, needed: Any) -> Batch:
 
     wanted = ray.get(needed)
     docs = u64(batch["doc"])
-    at = np.searchsorted(wanted, docs)
-    keep = (at < len(wanted)) & (wanted[np.minimum(at, len(wanted) - 1)] == docs) if len(wanted) else at < 0
+    keep = np.isin(docs, wanted)
     docs = docs[keep]
     return {
         "p": graph.partition_of(docs, partitions),

@@ -17,6 +17,7 @@ from evaluators.embcache import EmbeddingCache
 from evaluators.encoder import export_key
 
 from ..evaluators.conftest import FIXTURES, onnx_root  # noqa: F401  (the session's encoder export)
+from .test_dedup_ray import write_parts
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +38,7 @@ def corpus_parts(folder: Path, parts: int = 3) -> list[Path]:
     """The fixture's test and train texts, several times over with variations, split into parts."""
     base = [json.loads(x) for name in ("test.jsonl", "train.jsonl") for x in (FIXTURES / name).read_text().splitlines()]
     rows = [{**r, "id": f"{r['id']}-{k}", "text": r["text"] + " " * k + "!" * k} for k in range(3) for r in base]
-    folder.mkdir(parents=True)
-    paths = []
-    for k in range(parts):
-        path = folder / f"p{k}.jsonl"
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows[k::parts]), encoding="utf-8")
-        paths.append(path)
-    return paths
+    return write_parts(folder, rows, parts)
 
 
 def read(path: Path) -> list[dict[str, Any]]:
